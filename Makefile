@@ -1,0 +1,84 @@
+# InferOps: every task a developer or CI runs. `make demo` and `make test` bootstrap everything they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+SAM_VENV  := .venv-sam
+PY        := $(VENV)/bin/python
+SAM       := $(SAM_VENV)/bin/sam
+# pip's configured extra indexes may not exist on every machine; their warnings are noise.
+PIP_QUIET := 2> >(grep -v 'is ignored: it is neither' >&2)
+
+export SAM_CLI_TELEMETRY := 0
+export PYTHONDONTWRITEBYTECODE := 1
+# Nothing here may reach AWS: fake credentials and a fixed region for every tool.
+export AWS_ACCESS_KEY_ID ?= testing
+export AWS_SECRET_ACCESS_KEY ?= testing
+export AWS_DEFAULT_REGION ?= us-east-1
+export AWS_EC2_METADATA_DISABLED := true
+
+STATE_MACHINES := $(wildcard statemachines/*.asl.json)
+
+.PHONY: help venv sam-venv lint format typecheck template statemachines catalog-check openapi \
+        unit test demo bench catalog clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements/dev.txt requirements/constraints.txt layers/shared/requirements.txt
+	@test -x $(PY) || { echo "creating $(VENV) with $$(./scripts/find-python)"; "$$(./scripts/find-python)" -m venv $(VENV); }
+	$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt $(PIP_QUIET)
+	@touch $@
+
+$(SAM_VENV)/.installed: requirements/sam.txt requirements/constraints-sam.txt
+	@test -x $(SAM_VENV)/bin/python || "$$(./scripts/find-python)" -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q -r requirements/sam.txt -c requirements/constraints-sam.txt $(PIP_QUIET)
+	@touch $@
+
+venv: $(VENV)/.installed ## Create the project virtualenv (pinned)
+
+sam-venv: $(SAM_VENV)/.installed ## Create aws-sam-cli's own virtualenv (pinned)
+
+lint: venv ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: venv ## mypy (strict) on the layer, the functions and the scripts
+	$(VENV)/bin/mypy layers/shared functions twin scripts/build_catalog.py scripts/openapi.py
+
+template: venv sam-venv ## cfn-lint and sam validate --lint on template.yaml
+	$(VENV)/bin/cfn-lint template.yaml
+	$(SAM) validate --lint --region $(AWS_DEFAULT_REGION) --template-file template.yaml
+
+statemachines: venv ## statelint on every state machine definition
+	@if [ -z "$(STATE_MACHINES)" ]; then echo "statelint: no state machines yet"; fi
+	@for f in $(STATE_MACHINES); do echo "statelint $$f"; $(VENV)/bin/statelint --ignore=URI,FLOAT "$$f"; done
+
+catalog-check: venv ## Fail if the committed catalog differs from what scripts/build_catalog.py generates
+	$(PY) scripts/build_catalog.py --check
+
+openapi: venv ## Regenerate docs/openapi.json from the API's routes
+	$(PY) scripts/openapi.py --write
+
+unit: venv ## pytest (unit, property, flows)
+	$(PY) -m pytest
+
+test: lint typecheck template statemachines catalog-check unit ## Every check and test (what CI runs)
+
+demo: venv ## Play the scenarios offline
+	$(PY) -m twin.demo
+
+bench: venv ## Benchmarks: print figures and ratios
+	$(PY) tests/perf/bench_catalog.py
+	$(PY) tests/perf/bench_imports.py
+
+catalog: venv ## Regenerate the instance & accelerator catalog
+	$(PY) scripts/build_catalog.py
+
+clean: ## Remove virtualenvs and build output
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .mypy_cache .ruff_cache

@@ -1,0 +1,741 @@
+"""Single-table DynamoDB storage for operations, timelines, endpoint locks and task tokens.
+
+Why one table: every request path reads by key (no Scan), the records of one operation live under one
+partition, and conditional writes give us the concurrency guarantees the flows rely on (one operation per
+endpoint, one resume per task token, no lost status update).
+
+Table: key ``pk`` (S, HASH) + ``sk`` (S, RANGE); GSI ``gsi1`` on ``gsi1pk`` (S) + ``gsi1sk`` (S),
+projection ALL; TTL attribute ``expires_at`` (epoch seconds, N). Timestamps in keys are fixed-width UTC ISO
+strings (``2025-01-31T12:00:00.000000Z``) so that string order is time order.
+
+==============  ======================  ==============================  =================================
+record          pk                      sk                              gsi1pk / gsi1sk
+==============  ======================  ==============================  =================================
+operation       ``OP#<id>``             ``META``                        ``EP#<endpoint>`` /
+                                                                        ``OP#<created_at>#<id>``
+timeline entry  ``OP#<id>``             ``TL#<at>#<seq, 8 digits>``     -
+endpoint lock   ``LOCK#<endpoint>``     ``LOCK``                        -
+task token      ``TOKEN#<endpoint>``    ``<purpose>``                   -
+==============  ======================  ==============================  =================================
+
+Attributes besides the keys:
+
+- operation: id, kind, endpoint, status, created_at, updated_at, request (map), result (map, optional),
+  version (N, optimistic counter), timeline_seq (N, last timeline sequence number), expires_at (N, set when
+  the operation reaches a terminal status: then + ``TERMINAL_RETENTION_DAYS``).
+- timeline entry: operation_id, at, seq, kind, message, data (map), expires_at (the operation's when it is
+  terminal, else ``TIMELINE_RETENTION_DAYS`` from the write).
+- endpoint lock: endpoint, owner (operation id), acquired_at, lease_expires_at (N, epoch seconds),
+  expires_at (lease expiry + ``LOCK_TTL_GRACE_SECONDS``, so stale locks eventually disappear).
+- task token: endpoint, purpose, token, operation_id, created_at, expires_at.
+
+Time comes only from the injected clock: the local twin drives it virtually.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic_core import to_jsonable_python
+
+from inferops.errors import Conflict, InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "DEFAULT_LIST_LIMIT",
+    "GSI1_NAME",
+    "LOCK_TTL_GRACE_SECONDS",
+    "TERMINAL_RETENTION_DAYS",
+    "TERMINAL_STATUSES",
+    "TIMELINE_RETENTION_DAYS",
+    "EndpointLock",
+    "OperationRecord",
+    "OperationStatus",
+    "Repository",
+    "TaskToken",
+    "TimelineEntry",
+    "format_timestamp",
+]
+
+TERMINAL_RETENTION_DAYS = 90
+"""How long a finished operation (and its timeline) is kept before TTL removes it."""
+TIMELINE_RETENTION_DAYS = 90
+"""TTL of a timeline entry written while its operation is still running."""
+LOCK_TTL_GRACE_SECONDS = 86_400
+"""A lock item outlives its lease by this much, so a crashed owner's lock is eventually removed."""
+DEFAULT_LIST_LIMIT = 20
+GSI1_NAME = "gsi1"
+
+_DAY = 86_400
+_SEQ_WIDTH = 8
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+class OperationStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    ROLLED_BACK = "ROLLED_BACK"
+    REFUSED = "REFUSED"
+    ABORTED = "ABORTED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+_S = OperationStatus
+TERMINAL_STATUSES: frozenset[OperationStatus] = frozenset(
+    {_S.SUCCEEDED, _S.FAILED, _S.ROLLED_BACK, _S.REFUSED, _S.ABORTED}
+)
+ALLOWED_TRANSITIONS: Mapping[OperationStatus, frozenset[OperationStatus]] = MappingProxyType(
+    {
+        _S.PENDING: frozenset({_S.RUNNING, _S.REFUSED, _S.FAILED, _S.ABORTED}),
+        _S.RUNNING: frozenset({_S.PAUSED, _S.SUCCEEDED, _S.FAILED, _S.ROLLED_BACK, _S.ABORTED}),
+        _S.PAUSED: frozenset({_S.RUNNING, _S.ABORTED, _S.FAILED, _S.ROLLED_BACK}),
+        **{status: frozenset() for status in TERMINAL_STATUSES},
+    }
+)
+
+
+# --- time ---------------------------------------------------------------------------------------------
+
+
+def _to_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """Fixed-width UTC ISO string, microsecond precision: sorts lexicographically in time order."""
+    return _to_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_to_utc), PlainSerializer(format_timestamp, return_type=str)]
+
+
+# --- records ------------------------------------------------------------------------------------------
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", ser_json_inf_nan="constants")
+
+
+class OperationRecord(_Record):
+    """One user-visible operation (a deployment, a shadow test, ...) and its current status."""
+
+    id: str
+    kind: str
+    endpoint: str
+    status: OperationStatus
+    created_at: Timestamp
+    updated_at: Timestamp
+    request: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    version: int = 1
+    expires_at: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+
+class TimelineEntry(_Record):
+    """Something that happened during an operation, in order."""
+
+    operation_id: str
+    at: Timestamp
+    seq: int
+    kind: str
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    expires_at: int | None = None
+
+
+class EndpointLock(_Record):
+    """Only one operation may change an endpoint at a time. `expired` is as seen by the reader's clock."""
+
+    endpoint: str
+    owner: str
+    acquired_at: Timestamp
+    lease_expires_at: float
+    expires_at: int
+    expired: bool = False
+
+    def is_expired(self, now: float) -> bool:
+        return self.lease_expires_at <= now
+
+
+class TaskToken(_Record):
+    """A Step Functions task token waiting for an event about `endpoint`."""
+
+    endpoint: str
+    purpose: str
+    token: str
+    operation_id: str
+    created_at: Timestamp
+    expires_at: int
+
+
+# --- (de)serialisation --------------------------------------------------------------------------------
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _to_dynamo_value(value: Any) -> Any:
+    """JSON-like value -> what TypeSerializer accepts (floats become Decimals; NaN/inf are refused)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput(f"DynamoDB cannot store the number {value}")
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {str(k): _to_dynamo_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_dynamo_value(v) for v in value]
+    return value
+
+
+def _from_dynamo_value(value: Any) -> Any:
+    """Decimals back to int (no fractional digits) or float; sets to sorted lists."""
+    if isinstance(value, Decimal):
+        exponent = value.as_tuple().exponent
+        return int(value) if isinstance(exponent, int) and exponent >= 0 else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo_value(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted(_from_dynamo_value(v) for v in value)
+    return value
+
+
+def _serialize(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    plain = _to_dynamo_value(to_jsonable_python(dict(attributes)))
+    return {k: _serializer.serialize(v) for k, v in plain.items() if v is not None}
+
+
+def _deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _from_dynamo_value(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _number(value: float) -> dict[str, Any]:
+    if isinstance(value, int):
+        return {"N": str(value)}
+    return {"N": str(_to_dynamo_value(float(value)))}
+
+
+def _string(value: str) -> dict[str, Any]:
+    return {"S": value}
+
+
+def _condition_failed(err: ClientError) -> bool:
+    return err.response.get("Error", {}).get("Code") == _CONDITION_FAILED
+
+
+def _old_item(err: ClientError) -> dict[str, Any] | None:
+    """The item as it was when a condition failed (ReturnValuesOnConditionCheckFailure=ALL_OLD)."""
+    response: Mapping[str, Any] = err.response
+    item = response.get("Item")
+    return _deserialize(item) if item else None
+
+
+def _check_key_part(value: str, field: str) -> str:
+    if not value or "#" in value:
+        raise InvalidInput(f"{field} must be a non-empty string without '#', got {value!r}", field)
+    return value
+
+
+# --- repository ---------------------------------------------------------------------------------------
+
+
+class Repository:
+    """All reads and writes of the InferOps table. Thread-safe; one instance per Lambda container is fine."""
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        client: DynamoDBClient | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.table_name = table_name
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._clock: Callable[[], float] = clock or time.time
+
+    @property
+    def client(self) -> DynamoDBClient:
+        """Created on first use, not at import or construction, so cold starts and tests stay cheap."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = boto3.client("dynamodb")
+        return self._client
+
+    def now(self) -> float:
+        return self._clock()
+
+    # --- operations -----------------------------------------------------------------------------------
+
+    def new_operation_id(self) -> str:
+        """`op-<yyyymmddHHMMSS>-<8 hex>`: sorts by creation second, unique enough to never collide."""
+        return f"op-{_datetime(self.now()).strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
+
+    def create_operation(
+        self, kind: str, endpoint: str, request: dict[str, Any], operation_id: str | None = None
+    ) -> OperationRecord:
+        """Store a new PENDING operation; an existing id is a Conflict (the API's idempotency key)."""
+        _check_key_part(endpoint, "endpoint")
+        if not kind:
+            raise InvalidInput("kind must not be empty", "kind")
+        if operation_id is None:
+            operation_id = self.new_operation_id()
+        elif not _ID_RE.match(operation_id):
+            raise InvalidInput(
+                f"operation id {operation_id!r} must be 1-128 letters, digits or . _ : - characters",
+                "operation_id",
+            )
+        created = _datetime(self.now())
+        record = OperationRecord(
+            id=operation_id,
+            kind=kind,
+            endpoint=endpoint,
+            status=OperationStatus.PENDING,
+            created_at=created,
+            updated_at=created,
+            request=request,
+            version=1,
+        )
+        item = _serialize(
+            {
+                "pk": f"OP#{operation_id}",
+                "sk": "META",
+                "gsi1pk": f"EP#{endpoint}",
+                "gsi1sk": f"OP#{format_timestamp(created)}#{operation_id}",
+                **record.model_dump(mode="json", exclude_none=True),
+            }
+        )
+        try:
+            self.client.put_item(TableName=self.table_name, Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as err:
+            if _condition_failed(err):
+                raise Conflict(f"operation {operation_id} already exists", "operation_id") from err
+            raise
+        return record
+
+    def get_operation(self, operation_id: str) -> OperationRecord:
+        response = self.client.get_item(
+            TableName=self.table_name,
+            Key=self._op_key(operation_id),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            raise NotFound(f"operation {operation_id} does not exist", "operation_id")
+        return OperationRecord.model_validate(_deserialize(item))
+
+    def transition(
+        self,
+        operation_id: str,
+        to_status: OperationStatus,
+        *,
+        expected: OperationStatus | Iterable[OperationStatus] | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> OperationRecord:
+        """Move an operation to `to_status` if the transition map allows it from its current status.
+
+        The write is guarded on the status and version that were read, so a concurrent change between our read
+        and our write is reported as a Conflict naming the status the other writer left behind.
+        """
+        to_status = _status(to_status)
+        current = self.get_operation(operation_id)
+        allowed_from = _expected_statuses(expected)
+        if allowed_from is not None and current.status not in allowed_from:
+            wanted = " or ".join(sorted(allowed_from))
+            raise Conflict(
+                f"operation {operation_id} is {current.status}, expected {wanted} before moving to {to_status}",
+                "status",
+            )
+        _check_transition(operation_id, current.status, to_status)
+
+        now = self.now()
+        names = {"#status": "status", "#version": "version", "#updated_at": "updated_at"}
+        values: dict[str, Any] = {
+            ":to": _string(to_status),
+            ":from": _string(current.status),
+            ":version": _number(current.version),
+            ":next_version": _number(current.version + 1),
+            ":updated_at": _string(format_timestamp(_datetime(now))),
+        }
+        sets = ["#status = :to", "#version = :next_version", "#updated_at = :updated_at"]
+        if result is not None:
+            names["#result"] = "result"
+            values[":result"] = _serialize({"result": result})["result"]
+            sets.append("#result = :result")
+        if to_status.terminal:
+            names["#expires_at"] = "expires_at"
+            values[":expires_at"] = _number(math.ceil(now) + TERMINAL_RETENTION_DAYS * _DAY)
+            sets.append("#expires_at = :expires_at")
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=self._op_key(operation_id),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="#status = :from AND #version = :version",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if not _condition_failed(err):
+                raise
+            old = _old_item(err)
+            if old is None:
+                raise NotFound(f"operation {operation_id} does not exist", "operation_id") from err
+            actual = OperationRecord.model_validate(old)
+            raise Conflict(
+                f"operation {operation_id} is {actual.status}, cannot move to {to_status} "
+                f"(it changed concurrently: version {current.version} -> {actual.version})",
+                "status",
+            ) from err
+        return OperationRecord.model_validate(_deserialize(response["Attributes"]))
+
+    def list_operations(
+        self, endpoint: str, *, limit: int = DEFAULT_LIST_LIMIT, kind: str | None = None
+    ) -> list[OperationRecord]:
+        """An endpoint's operations, newest first (Query on gsi1: eventually consistent, never a Scan)."""
+        _check_key_part(endpoint, "endpoint")
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}", "limit")
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": GSI1_NAME,
+            "KeyConditionExpression": "gsi1pk = :pk AND begins_with(gsi1sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": _string(f"EP#{endpoint}"), ":prefix": _string("OP#")},
+            "ScanIndexForward": False,
+            # Limit counts items read before the filter: read bigger pages when filtering.
+            "Limit": limit if kind is None else max(limit, 100),
+        }
+        if kind is not None:
+            kwargs["FilterExpression"] = "#kind = :kind"
+            kwargs["ExpressionAttributeNames"] = {"#kind": "kind"}
+            kwargs["ExpressionAttributeValues"][":kind"] = _string(kind)
+        records: list[OperationRecord] = []
+        for item in self._query(kwargs):
+            records.append(OperationRecord.model_validate(_deserialize(item)))
+            if len(records) >= limit:
+                break
+        return records
+
+    # --- timeline -------------------------------------------------------------------------------------
+
+    def append_timeline(
+        self, operation_id: str, kind: str, message: str, data: dict[str, Any] | None = None
+    ) -> TimelineEntry:
+        """Add an entry. A per-operation counter (one atomic ADD) orders entries that share a timestamp.
+
+        The same write proves the operation exists and tells us its expiry, so a finished operation's late
+        entries expire with it.
+        """
+        _serialize({"data": data})  # refuse what DynamoDB cannot store before taking a sequence number
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=self._op_key(operation_id),
+                UpdateExpression="ADD #seq :one",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#seq": "timeline_seq"},
+                ExpressionAttributeValues={":one": _number(1)},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as err:
+            if _condition_failed(err):
+                raise NotFound(f"operation {operation_id} does not exist", "operation_id") from err
+            raise
+        operation = _deserialize(response["Attributes"])
+        seq = int(operation["timeline_seq"])
+        now = self.now()
+        if OperationStatus(operation["status"]).terminal and operation.get("expires_at") is not None:
+            expires_at = int(operation["expires_at"])
+        else:
+            expires_at = math.ceil(now) + TIMELINE_RETENTION_DAYS * _DAY
+        entry = TimelineEntry(
+            operation_id=operation_id,
+            at=_datetime(now),
+            seq=seq,
+            kind=kind,
+            message=message,
+            data=data or {},
+            expires_at=expires_at,
+        )
+        item = _serialize(
+            {
+                "pk": f"OP#{operation_id}",
+                "sk": f"TL#{format_timestamp(entry.at)}#{seq:0{_SEQ_WIDTH}d}",
+                **entry.model_dump(mode="json", exclude_none=True),
+            }
+        )
+        self.client.put_item(TableName=self.table_name, Item=item)
+        return entry
+
+    def timeline(self, operation_id: str) -> list[TimelineEntry]:
+        """All entries of an operation, oldest first (empty when the operation has none or doesn't exist)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": _string(f"OP#{operation_id}"), ":prefix": _string("TL#")},
+            "ScanIndexForward": True,
+            "ConsistentRead": True,
+        }
+        return [TimelineEntry.model_validate(_deserialize(item)) for item in self._query(kwargs)]
+
+    # --- endpoint locks -------------------------------------------------------------------------------
+
+    def acquire_lock(self, endpoint: str, owner: str, lease_seconds: float) -> EndpointLock:
+        """Take the endpoint's lock in one conditional write.
+
+        Succeeds when nobody holds it, when `owner` already holds it (re-entrant: the lease is extended), or
+        when the holder's lease has expired (stolen). Otherwise Conflict names the holder and its lease.
+        """
+        _check_key_part(endpoint, "endpoint")
+        _check_lease(lease_seconds)
+        now = self.now()
+        lock = self._new_lock(endpoint, owner, acquired=now, lease_until=now + lease_seconds)
+        item = _serialize({**self._lock_key_attrs(endpoint), **lock.model_dump(mode="json", exclude={"expired"})})
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk) OR #owner = :owner OR #lease <= :now",
+                ExpressionAttributeNames={"#owner": "owner", "#lease": "lease_expires_at"},
+                ExpressionAttributeValues={":owner": _string(owner), ":now": _number(now)},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if not _condition_failed(err):
+                raise
+            raise self._lock_conflict(endpoint, _old_item(err), now) from err
+        return lock
+
+    def renew_lock(self, endpoint: str, owner: str, lease_seconds: float) -> EndpointLock:
+        """Extend the lease of a lock `owner` holds (even a lapsed lease, as long as nobody took it)."""
+        _check_key_part(endpoint, "endpoint")
+        _check_lease(lease_seconds)
+        now = self.now()
+        lease_until = now + lease_seconds
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key={"pk": _string(f"LOCK#{endpoint}"), "sk": _string("LOCK")},
+                UpdateExpression="SET #lease = :lease, #expires_at = :expires_at",
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={
+                    "#owner": "owner",
+                    "#lease": "lease_expires_at",
+                    "#expires_at": "expires_at",
+                },
+                ExpressionAttributeValues={
+                    ":owner": _string(owner),
+                    ":lease": _number(lease_until),
+                    ":expires_at": _number(_lock_ttl(lease_until)),
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if not _condition_failed(err):
+                raise
+            old = _old_item(err)
+            if old is None:
+                raise Conflict(f"{owner} cannot renew the lock on endpoint {endpoint}: nobody holds it") from err
+            raise self._lock_conflict(endpoint, old, now) from err
+        return self._lock_from_item(_deserialize(response["Attributes"]), now)
+
+    def release_lock(self, endpoint: str, owner: str) -> bool:
+        """Delete the lock if `owner` holds it. Anyone else's lock is left alone: returns False."""
+        _check_key_part(endpoint, "endpoint")
+        try:
+            self.client.delete_item(
+                TableName=self.table_name,
+                Key={"pk": _string(f"LOCK#{endpoint}"), "sk": _string("LOCK")},
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": _string(owner)},
+            )
+        except ClientError as err:
+            if _condition_failed(err):
+                return False
+            raise
+        return True
+
+    def get_lock(self, endpoint: str) -> EndpointLock | None:
+        """The endpoint's lock, if an item exists; `expired` tells whether its lease has lapsed."""
+        _check_key_part(endpoint, "endpoint")
+        response = self.client.get_item(
+            TableName=self.table_name,
+            Key={"pk": _string(f"LOCK#{endpoint}"), "sk": _string("LOCK")},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return self._lock_from_item(_deserialize(item), self.now()) if item else None
+
+    # --- task tokens ----------------------------------------------------------------------------------
+
+    def put_task_token(
+        self, endpoint: str, purpose: str, token: str, operation_id: str, ttl_seconds: float
+    ) -> TaskToken:
+        """Store (or replace: a retried wait task has a new token) the token an event will resume."""
+        _check_key_part(endpoint, "endpoint")
+        _check_key_part(purpose, "purpose")
+        if ttl_seconds <= 0:
+            raise InvalidInput(f"ttl_seconds must be positive, got {ttl_seconds}", "ttl_seconds")
+        now = self.now()
+        record = TaskToken(
+            endpoint=endpoint,
+            purpose=purpose,
+            token=token,
+            operation_id=operation_id,
+            created_at=_datetime(now),
+            expires_at=math.ceil(now + ttl_seconds),
+        )
+        item = _serialize({**self._token_key_attrs(endpoint, purpose), **record.model_dump(mode="json")})
+        self.client.put_item(TableName=self.table_name, Item=item)
+        return record
+
+    def take_task_token(self, endpoint: str, purpose: str) -> TaskToken | None:
+        """Get and delete in one DeleteItem, so of two handlers seeing the same event only one resumes.
+
+        An expired token (TTL deletion lags by up to days) is deleted and reported as absent.
+        """
+        _check_key_part(endpoint, "endpoint")
+        _check_key_part(purpose, "purpose")
+        response = self.client.delete_item(
+            TableName=self.table_name,
+            Key=self._token_key(endpoint, purpose),
+            ReturnValues="ALL_OLD",
+        )
+        return self._live_token(response.get("Attributes"))
+
+    def get_task_token(self, endpoint: str, purpose: str) -> TaskToken | None:
+        _check_key_part(endpoint, "endpoint")
+        _check_key_part(purpose, "purpose")
+        response = self.client.get_item(
+            TableName=self.table_name, Key=self._token_key(endpoint, purpose), ConsistentRead=True
+        )
+        return self._live_token(response.get("Item"))
+
+    # --- helpers --------------------------------------------------------------------------------------
+
+    def _query(self, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        while True:
+            response = self.client.query(**kwargs)
+            yield from response.get("Items", [])
+            last_key = response.get("LastEvaluatedKey")
+            if not last_key:
+                return
+            kwargs = {**kwargs, "ExclusiveStartKey": last_key}
+
+    @staticmethod
+    def _op_key(operation_id: str) -> dict[str, Any]:
+        return {"pk": _string(f"OP#{operation_id}"), "sk": _string("META")}
+
+    @staticmethod
+    def _lock_key_attrs(endpoint: str) -> dict[str, str]:
+        return {"pk": f"LOCK#{endpoint}", "sk": "LOCK"}
+
+    @staticmethod
+    def _token_key_attrs(endpoint: str, purpose: str) -> dict[str, str]:
+        return {"pk": f"TOKEN#{endpoint}", "sk": purpose}
+
+    def _token_key(self, endpoint: str, purpose: str) -> dict[str, Any]:
+        return {k: _string(v) for k, v in self._token_key_attrs(endpoint, purpose).items()}
+
+    def _live_token(self, item: Mapping[str, Any] | None) -> TaskToken | None:
+        if not item:
+            return None
+        token = TaskToken.model_validate(_deserialize(item))
+        return None if token.expires_at <= self.now() else token
+
+    @staticmethod
+    def _new_lock(endpoint: str, owner: str, *, acquired: float, lease_until: float) -> EndpointLock:
+        return EndpointLock(
+            endpoint=endpoint,
+            owner=owner,
+            acquired_at=_datetime(acquired),
+            lease_expires_at=lease_until,
+            expires_at=_lock_ttl(lease_until),
+        )
+
+    @staticmethod
+    def _lock_from_item(item: dict[str, Any], now: float) -> EndpointLock:
+        lock = EndpointLock.model_validate(item)
+        return lock.model_copy(update={"expired": lock.is_expired(now)})
+
+    def _lock_conflict(self, endpoint: str, old: dict[str, Any] | None, now: float) -> Conflict:
+        if old is None:  # the lock vanished between the check and our report: tell the caller to retry
+            return Conflict(f"the lock on endpoint {endpoint} changed concurrently; retry")
+        holder = self._lock_from_item(old, now)
+        until = format_timestamp(_datetime(holder.lease_expires_at))
+        return Conflict(
+            f"endpoint {endpoint} is locked by {holder.owner} until {until} "
+            f"(lease expires in {max(0.0, holder.lease_expires_at - now):.0f} s)"
+        )
+
+
+def _expected_statuses(
+    expected: OperationStatus | Iterable[OperationStatus] | None,
+) -> frozenset[OperationStatus] | None:
+    if expected is None:
+        return None
+    if isinstance(expected, str):  # a StrEnum is iterable: don't iterate its characters
+        return frozenset({_status(expected)})
+    return frozenset(_status(s) for s in expected)
+
+
+def _status(value: str) -> OperationStatus:
+    try:
+        return OperationStatus(value)
+    except ValueError:
+        known = ", ".join(OperationStatus)
+        raise InvalidInput(f"unknown operation status {value!r} (known: {known})", "status") from None
+
+
+def _check_transition(operation_id: str, current: OperationStatus, to_status: OperationStatus) -> None:
+    if to_status not in ALLOWED_TRANSITIONS[current]:
+        raise Conflict(f"operation {operation_id} is {current}, cannot move to {to_status}", "status")
+
+
+def _check_lease(lease_seconds: float) -> None:
+    if not lease_seconds > 0:
+        raise InvalidInput(f"lease_seconds must be positive, got {lease_seconds}", "lease_seconds")
+
+
+def _lock_ttl(lease_until: float) -> int:
+    return math.ceil(lease_until) + LOCK_TTL_GRACE_SECONDS

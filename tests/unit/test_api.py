@@ -1,0 +1,188 @@
+"""The API function end to end in-process: real API Gateway events in, JSON and status codes out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from scripts.openapi import DOCUMENT, generate
+from twin.lambdas import load_function
+
+EVENTS = Path(__file__).resolve().parents[2] / "events" / "api"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
+
+
+class Context:
+    function_name = "ApiFunction"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
+    aws_request_id = "test-request"
+
+
+@pytest.fixture(scope="module")
+def api() -> ModuleType:
+    return load_function("api")
+
+
+@pytest.fixture
+def sagemaker() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name="us-east-1")
+        client.create_model(
+            ModelName="fraud-v1",
+            ExecutionRoleArn=ROLE,
+            PrimaryContainer={
+                "Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/f:1",
+                "ModelDataUrl": "s3://m/1",
+            },
+        )
+        client.create_endpoint_config(
+            EndpointConfigName="fraud-v1",
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": "fraud-v1",
+                    "InitialInstanceCount": 2,
+                    "InstanceType": "ml.g4dn.xlarge",
+                }
+            ],
+        )
+        client.create_endpoint(EndpointName="fraud-scorer", EndpointConfigName="fraud-v1")
+        yield client
+
+
+def call(
+    api: ModuleType, method: str, path: str, *, body: Any = None, query: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    event = json.loads((EVENTS / "create_plan.json").read_text())
+    event.update(
+        httpMethod=method,
+        path=path,
+        body=body if isinstance(body, str) or body is None else json.dumps(body),
+        queryStringParameters=query,
+        multiValueQueryStringParameters={k: [v] for k, v in (query or {}).items()} or None,
+    )
+    reply = api.handler(event, Context())
+    return reply["statusCode"], json.loads(reply["body"])
+
+
+def test_sample_events_are_answered(api: ModuleType, sagemaker: Any) -> None:
+    for sample in sorted(EVENTS.glob("*.json")):
+        reply = api.handler(json.loads(sample.read_text()), Context())
+        assert reply["statusCode"] in {200, 404, 422}, (sample.name, reply["body"])
+        assert json.loads(reply["body"])
+
+
+def test_catalog_filters(api: ModuleType) -> None:
+    status, body = call(api, "GET", "/catalog/instances", query={"accelerator_model": "H100"})
+    assert status == 200
+    assert body["count"] >= 1
+    assert all(t["accelerator"]["model"] == "H100" for t in body["instance_types"])
+
+    status, body = call(api, "GET", "/catalog/instances", query={"architecture": "arm64", "accelerator_kind": "none"})
+    assert status == 200
+    assert {t["architecture"] for t in body["instance_types"]} == {"arm64"}
+
+
+def test_catalog_lookup_and_typo(api: ModuleType) -> None:
+    status, body = call(api, "GET", "/catalog/instances/ml.g6e.xlarge")
+    assert status == 200
+    assert (body["accelerator"]["model"], body["accelerator"]["memory_gib_each"]) == ("L40S", 48)
+
+    status, body = call(api, "GET", "/catalog/instances/ml.g6e.xlarg")
+    assert status == 400
+    assert body["field"] == "instance_type"
+    assert "ml.g6e.xlarge" in body["message"]
+
+
+def test_fit_validates_its_query(api: ModuleType) -> None:
+    status, body = call(api, "GET", "/catalog/fit", query={"model_gb": "70", "tensor_parallel": "8"})
+    assert status == 200
+    assert "ml.p4d.24xlarge" in {f["instance_type"] for f in body["fits"]}
+
+    status, body = call(api, "GET", "/catalog/fit", query={"model_gb": "-1"})
+    assert status == 422
+    assert body["field"] == "model_gb"
+
+
+def test_plan_for_a_live_endpoint(api: ModuleType, sagemaker: Any) -> None:
+    request = {
+        "endpoint_name": "fraud-scorer",
+        "model": {"source": "existing", "model_name": "fraud-v1"},
+        "strategy": {"type": "linear", "step": {"value": 50}, "bake_seconds": 120},
+        "alarms": ["fraud-5xx"],
+    }
+    status, body = call(api, "POST", "/plans", body=request)
+    assert status == 200, body
+    plan = body["plan"]
+    assert plan["current_instance_type"] == "ml.g4dn.xlarge"
+    assert plan["current_instance_count"] == 2
+    assert plan["deployment_config"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "LINEAR"
+    assert sagemaker.list_endpoint_configs()["EndpointConfigs"][0]["EndpointConfigName"] == "fraud-v1"
+    assert len(sagemaker.list_endpoint_configs()["EndpointConfigs"]) == 1  # planning changes nothing
+
+
+def test_plan_refusals_are_422_with_fields(api: ModuleType, sagemaker: Any) -> None:
+    request = {
+        "endpoint_name": "fraud-scorer",
+        "model": {"source": "existing", "model_name": "no-such-model"},
+        "strategy": {"type": "canary", "size": {"value": 60}},
+        "alarms": ["a"],
+    }
+    status, body = call(api, "POST", "/plans", body=request)
+    assert status == 422
+    fields = {v["field"] for v in body["violations"]}
+    assert {"model.model_name", "strategy.size"} <= fields
+    assert "canary size 60 %" in json.dumps(body)
+
+
+def test_missing_endpoint_is_404(api: ModuleType, sagemaker: Any) -> None:
+    request = {"endpoint_name": "ghost", "model": {"source": "existing", "model_name": "fraud-v1"}}
+    status, body = call(api, "POST", "/plans", body=request)
+    assert status == 404
+    assert body["field"] == "endpoint_name"
+    assert "ghost" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": {"source": "existing", "model_name": "m"}}, "endpoint_name"),
+        ({"endpoint_name": "bad name!", "model": {"source": "existing", "model_name": "m"}}, "endpoint_name"),
+        ({"endpoint_name": "e", "model": {"source": "ftp", "model_name": "m"}}, "model"),
+        (
+            {
+                "endpoint_name": "e",
+                "model": {"source": "existing", "model_name": "m"},
+                "strategy": {"type": "canary", "size": {"value": 0}},
+            },
+            "strategy",
+        ),
+        (
+            {"endpoint_name": "e", "model": {"source": "existing", "model_name": "m"}, "surprise": 1},
+            "surprise",
+        ),
+        ("{not json", "body"),
+    ],
+)
+def test_malformed_requests_name_the_field(api: ModuleType, body: Any, field: str) -> None:
+    status, reply = call(api, "POST", "/plans", body=body)
+    assert status == 422, reply
+    assert reply["field"].startswith(field), reply
+    assert reply["message"]
+
+
+def test_unknown_route_is_404(api: ModuleType) -> None:
+    status, _ = call(api, "GET", "/nope")
+    assert status == 404
+
+
+def test_committed_openapi_document_is_current() -> None:
+    assert DOCUMENT.read_text() == generate(), "docs/openapi.json is stale: run `make openapi`"

@@ -1,0 +1,1 @@
+"""The local twin: InferOps' backend offline (moto, the real handlers in-process, scenarios)."""
