@@ -5,6 +5,7 @@ API Gateway authenticates every call with IAM (SigV4); this function only sees s
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from inferops import catalog
 from inferops.endpoints import read_endpoint, read_model
@@ -39,6 +41,21 @@ def _sagemaker() -> SageMakerClient:
 @cache
 def _autoscaling() -> ApplicationAutoScalingClient:
     return boto3.client("application-autoscaling")
+
+
+@cache
+def _use_refreshed_prices() -> None:
+    """Once per container: prefer the stack's refreshed prices (PriceRefreshFunction) to the snapshot."""
+    bucket = os.environ.get("PRICE_BUCKET")
+    if not bucket:
+        return
+    region = os.environ.get("PRICE_REGION") or os.environ.get("AWS_REGION", "us-east-1")
+    try:
+        body = boto3.client("s3").get_object(Bucket=bucket, Key=f"prices/{region}.json")["Body"].read()
+        changed = catalog.apply_prices(catalog.PriceDocument.model_validate_json(body))
+        logger.info("using refreshed prices", extra={"region": region, "prices": changed})
+    except (ClientError, ValidationError) as error:
+        logger.warning("keeping the price snapshot", extra={"reason": str(error)})
 
 
 def _error(status: int, message: str, **extra: Any) -> Response[dict[str, Any]]:
@@ -147,4 +164,5 @@ def create_plan(request: DeploymentRequest) -> Response[Any]:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    _use_refreshed_prices()
     return app.resolve(event, context)

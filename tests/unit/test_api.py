@@ -186,3 +186,45 @@ def test_unknown_route_is_404(api: ModuleType) -> None:
 
 def test_committed_openapi_document_is_current() -> None:
     assert DOCUMENT.read_text() == generate(), "docs/openapi.json is stale: run `make openapi`"
+
+
+def test_refreshed_prices_replace_the_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployed stack prices plans with what PriceRefreshFunction stored, not the committed snapshot."""
+    from inferops import catalog
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="prices")
+        document = {"region": "us-east-1", "as_of": "2026-11-20", "source": "test", "prices": {"ml.g5.xlarge": 9.5}}
+        s3.put_object(Bucket="prices", Key="prices/us-east-1.json", Body=json.dumps(document).encode())
+        monkeypatch.setenv("PRICE_BUCKET", "prices")
+        monkeypatch.setenv("PRICE_REGION", "us-east-1")
+        api = load_function("api")
+        api._use_refreshed_prices.cache_clear()
+        before = catalog.get("ml.g5.2xlarge").price_usd_per_hour
+        try:
+            status, body = call(api, "GET", "/catalog/instances/ml.g5.xlarge")
+            assert status == 200
+            assert body["price_usd_per_hour"] == 9.5
+            assert catalog.snapshot().as_of.isoformat() == "2026-11-20"
+            assert catalog.get("ml.g5.2xlarge").price_usd_per_hour == before  # absent: snapshot price kept
+        finally:
+            catalog._refreshed = None
+            api._use_refreshed_prices.cache_clear()
+
+
+def test_missing_refreshed_prices_keep_the_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inferops import catalog
+
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="empty")
+        monkeypatch.setenv("PRICE_BUCKET", "empty")
+        api = load_function("api")
+        api._use_refreshed_prices.cache_clear()
+        snapshot = catalog.snapshot()
+        try:
+            status, _ = call(api, "GET", "/catalog/instances/ml.g5.xlarge")
+            assert status == 200
+            assert catalog.snapshot() == snapshot
+        finally:
+            api._use_refreshed_prices.cache_clear()

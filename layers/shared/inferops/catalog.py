@@ -121,6 +121,40 @@ def _load() -> _Loaded:
     return _Loaded(file=file, by_name=by_name, names=tuple(by_name))
 
 
+class PriceDocument(_Frozen):
+    """A refreshed price list (functions/price_refresh writes it; same shape as scripts/price_snapshot.json)."""
+
+    region: str
+    as_of: date
+    source: str
+    prices: dict[str, float]
+
+
+_refreshed: _Loaded | None = None
+
+
+def _catalog() -> _Loaded:
+    return _refreshed or _load()
+
+
+def apply_prices(document: PriceDocument) -> int:
+    """Use a deployed stack's refreshed prices instead of the committed snapshot; returns how many changed.
+
+    Types the refreshed list lacks keep their snapshot price: a missing line is not a price of zero.
+    """
+    global _refreshed  # noqa: PLW0603 - one catalog per process, swapped whole so readers never see a mix
+    base = _load()
+    types = tuple(
+        t.model_copy(update={"price_usd_per_hour": document.prices[t.name]}) if t.name in document.prices else t
+        for t in base.file.instance_types
+    )
+    snapshot = PriceSnapshot(region=document.region, as_of=document.as_of, source=document.source)
+    file = base.file.model_copy(update={"instance_types": types, "price_snapshot": snapshot})
+    by_name = {t.name: t for t in types}
+    _refreshed = _Loaded(file=file, by_name=by_name, names=tuple(by_name))
+    return sum(1 for t in base.file.instance_types if t.name in document.prices)
+
+
 def _normalize(name: str) -> str:
     key = name.strip().lower()
     return key if key.startswith("ml.") else f"ml.{key}"
@@ -130,7 +164,7 @@ def get(name: str) -> InstanceType:
     """Look a type up by "ml.g5.xlarge" or "g5.xlarge"; a typo gets the closest real names back."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("instance type is required", field="instance_type")
-    loaded = _load()
+    loaded = _catalog()
     key = _normalize(name)
     found = loaded.by_name.get(key)
     if found is not None:
@@ -141,11 +175,11 @@ def get(name: str) -> InstanceType:
 
 
 def all_types() -> tuple[InstanceType, ...]:
-    return _load().file.instance_types
+    return _catalog().file.instance_types
 
 
 def snapshot() -> PriceSnapshot:
-    return _load().file.price_snapshot
+    return _catalog().file.price_snapshot
 
 
 def _same(a: str | None, b: str) -> bool:
