@@ -1,0 +1,294 @@
+"""Canary analysis: judge a canary (or shadow) against its baseline, metric by metric, and overall.
+
+The method follows Kayenta's judge, made stricter where it was weak: latency-like metrics are compared with
+a one-sided Mann-Whitney U test *and* an effect-size tolerance (a statistically significant but tiny shift
+does not fail a rollout; a large shift with too little data does not pass it); error rates with a one-sided
+two-proportion z-test plus an absolute ceiling. Too little data is never a pass: the verdict is
+INCONCLUSIVE and the flow extends the bake. A critical metric fails the whole verdict on its own.
+Pure Python and deterministic (no SciPy in the Lambda layer: it would triple the cold start).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PASS_THRESHOLD = 95.0
+MARGINAL_THRESHOLD = 75.0
+
+
+class Outcome(StrEnum):
+    """Per metric: a failure needs both evidence (p < alpha) and a shift beyond the tolerance."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    NO_DATA = "no_data"
+
+
+class Result(StrEnum):
+    PASS = "Pass"
+    MARGINAL = "Marginal"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DistributionMetric(_Frozen):
+    """A metric compared as a distribution of datapoints (latency, utilisation, a custom gauge)."""
+
+    kind: Literal["distribution"] = "distribution"
+    name: str
+    baseline: list[float]
+    canary: list[float]
+    bad_direction: Literal["increase", "decrease"] = "increase"
+    tolerance: float = Field(default=0.10, ge=0, description="relative median shift allowed, 0.10 = 10 %")
+    min_samples: int = Field(default=10, ge=3)
+    critical: bool = False
+
+
+class RateMetric(_Frozen):
+    """A metric compared as events over trials (errors over invocations)."""
+
+    kind: Literal["rate"] = "rate"
+    name: str
+    baseline_events: int = Field(ge=0)
+    baseline_trials: int = Field(ge=0)
+    canary_events: int = Field(ge=0)
+    canary_trials: int = Field(ge=0)
+    tolerance: float = Field(default=0.005, ge=0, description="absolute rate increase allowed, 0.005 = 0.5 pp")
+    max_rate: float | None = Field(default=None, ge=0, le=1, description="canary rate that fails on its own")
+    min_trials: int = Field(default=100, ge=1)
+    critical: bool = False
+
+
+Metric = DistributionMetric | RateMetric
+
+
+class MetricVerdict(_Frozen):
+    name: str
+    outcome: Outcome
+    reason: str
+    p_value: float | None = None
+    effect: float | None = Field(default=None, description="relative median shift, or absolute rate difference")
+    baseline: float | None = Field(default=None, description="baseline median or rate")
+    canary: float | None = Field(default=None, description="canary median or rate")
+    critical: bool = False
+
+
+class Verdict(_Frozen):
+    result: Result
+    score: float | None
+    reason: str
+    metrics: list[MetricVerdict]
+
+
+def judge(metrics: Sequence[Metric], *, alpha: float = 0.05) -> Verdict:
+    """Classify every metric, then score: any critical failure fails, thin data is inconclusive.
+
+    Significance is Holm-corrected across the metrics judged together, so ten healthy metrics do not
+    produce a false failure one time in three (Kayenta tests each metric at the full alpha).
+    """
+    significant = holm([_p_value(m) for m in metrics], alpha)
+    verdicts = [
+        _judge_distribution(m, sig) if isinstance(m, DistributionMetric) else _judge_rate(m, sig)
+        for m, sig in zip(metrics, significant, strict=True)
+    ]
+    judged = [v for v in verdicts if v.outcome is not Outcome.NO_DATA]
+    critical_fail = [v for v in verdicts if v.critical and v.outcome is Outcome.FAIL]
+    if critical_fail:
+        return Verdict(
+            result=Result.FAIL,
+            score=_score(judged),
+            reason="critical metric failed: " + "; ".join(f"{v.name}: {v.reason}" for v in critical_fail),
+            metrics=verdicts,
+        )
+    missing = [v for v in verdicts if v.outcome is Outcome.NO_DATA]
+    if missing and (any(v.critical for v in missing) or not judged):
+        return Verdict(
+            result=Result.INCONCLUSIVE,
+            score=_score(judged) if judged else None,
+            reason="not enough data yet: " + "; ".join(f"{v.name}: {v.reason}" for v in missing) + " (extend the bake)",
+            metrics=verdicts,
+        )
+    score = _score(judged)
+    assert score is not None
+    failing = [f"{v.name}: {v.reason}" for v in judged if v.outcome is not Outcome.PASS]
+    if score >= PASS_THRESHOLD:
+        result, reason = Result.PASS, f"score {score:.0f} >= {PASS_THRESHOLD:.0f}"
+    elif score >= MARGINAL_THRESHOLD:
+        result, reason = Result.MARGINAL, f"score {score:.0f} between {MARGINAL_THRESHOLD:.0f} and {PASS_THRESHOLD:.0f}"
+    else:
+        result, reason = Result.FAIL, f"score {score:.0f} < {MARGINAL_THRESHOLD:.0f}"
+    if failing:
+        reason += "; " + "; ".join(failing)
+    return Verdict(result=result, score=score, reason=reason, metrics=verdicts)
+
+
+def _score(judged: Sequence[MetricVerdict]) -> float | None:
+    if not judged:
+        return None
+    points = sum(1.0 for v in judged if v.outcome is Outcome.PASS)
+    return round(100.0 * points / len(judged), 2)
+
+
+def _has_data(metric: Metric) -> bool:
+    if isinstance(metric, DistributionMetric):
+        finite = [sum(1 for x in side if math.isfinite(x)) for side in (metric.baseline, metric.canary)]
+        return min(finite) >= metric.min_samples
+    return min(metric.canary_trials, metric.baseline_trials) >= metric.min_trials
+
+
+def _p_value(metric: Metric) -> float | None:
+    """One-sided p-value that the canary is worse; None when there is too little data to judge."""
+    if not _has_data(metric):
+        return None
+    if isinstance(metric, DistributionMetric):
+        base = [x for x in metric.baseline if math.isfinite(x)]
+        can = [x for x in metric.canary if math.isfinite(x)]
+        return mann_whitney_p(can, base, greater=metric.bad_direction == "increase")
+    return two_proportion_p(metric.canary_events, metric.canary_trials, metric.baseline_events, metric.baseline_trials)
+
+
+def holm(p_values: Sequence[float | None], alpha: float) -> list[bool]:
+    """Holm-Bonferroni step-down: which hypotheses are rejected at family-wise error rate alpha."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    rejected = [False] * len(p_values)
+    for rank, (p, index) in enumerate(order):
+        if p > alpha / (len(order) - rank):
+            break
+        rejected[index] = True
+    return rejected
+
+
+def _judge_distribution(metric: DistributionMetric, significant: bool) -> MetricVerdict:
+    base = [x for x in metric.baseline if math.isfinite(x)]
+    can = [x for x in metric.canary if math.isfinite(x)]
+    if not _has_data(metric):
+        return MetricVerdict(
+            name=metric.name,
+            outcome=Outcome.NO_DATA,
+            reason=f"{len(can)} canary / {len(base)} baseline datapoints, need {metric.min_samples} each",
+            critical=metric.critical,
+        )
+    base_median, can_median = median(base), median(can)
+    worse_if_greater = metric.bad_direction == "increase"
+    p_value = mann_whitney_p(can, base, greater=worse_if_greater)
+    effect = _relative_shift(base_median, can_median)
+    large = (effect if worse_if_greater else -effect) > metric.tolerance
+    what = (
+        f"median {base_median:.4g} -> {can_median:.4g} ({effect:+.1%}, tolerance {metric.tolerance:.0%}), "
+        f"p={p_value:.3g}"
+    )
+    outcome = Outcome.FAIL if significant and large else Outcome.PASS
+    if significant and not large:
+        what += "; a real shift, within tolerance"
+    return MetricVerdict(
+        name=metric.name,
+        outcome=outcome,
+        reason=what,
+        p_value=p_value,
+        effect=effect,
+        baseline=base_median,
+        canary=can_median,
+        critical=metric.critical,
+    )
+
+
+def _judge_rate(metric: RateMetric, significant: bool) -> MetricVerdict:
+    if not _has_data(metric):
+        return MetricVerdict(
+            name=metric.name,
+            outcome=Outcome.NO_DATA,
+            reason=f"{metric.canary_trials} canary / {metric.baseline_trials} baseline requests, "
+            f"need {metric.min_trials} each",
+            critical=metric.critical,
+        )
+    base_rate = metric.baseline_events / metric.baseline_trials
+    can_rate = metric.canary_events / metric.canary_trials
+    difference = can_rate - base_rate
+    p_value = two_proportion_p(
+        metric.canary_events, metric.canary_trials, metric.baseline_events, metric.baseline_trials
+    )
+    what = f"rate {base_rate:.3%} -> {can_rate:.3%} (tolerance +{metric.tolerance:.2%}), p={p_value:.3g}"
+    if metric.max_rate is not None and can_rate > metric.max_rate:
+        outcome, what = Outcome.FAIL, f"{what}; above the {metric.max_rate:.2%} ceiling"
+    elif significant and difference > metric.tolerance:
+        outcome = Outcome.FAIL
+    else:
+        outcome = Outcome.PASS
+    return MetricVerdict(
+        name=metric.name,
+        outcome=outcome,
+        reason=what,
+        p_value=p_value,
+        effect=difference,
+        baseline=base_rate,
+        canary=can_rate,
+        critical=metric.critical,
+    )
+
+
+# ---------------------------------------------------------------- statistics
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _relative_shift(base: float, canary: float) -> float:
+    if base == 0:
+        return 0.0 if canary == 0 else math.copysign(math.inf, canary)
+    return (canary - base) / abs(base)
+
+
+def _normal_sf(z: float) -> float:
+    """P(Z > z) for a standard normal variable."""
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def mann_whitney_p(sample: Sequence[float], reference: Sequence[float], *, greater: bool = True) -> float:
+    """One-sided p-value that `sample` tends to be greater (or smaller) than `reference`.
+
+    Normal approximation with tie correction and continuity correction (what SciPy's `mannwhitneyu` does
+    with `method="asymptotic"`), accurate from about 8 values per side.
+    """
+    n1, n2 = len(sample), len(reference)
+    ranked = sorted([(v, 0) for v in sample] + [(v, 1) for v in reference])
+    ranks = [0.0] * len(ranked)
+    tie_term = 0.0
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
+            j += 1
+        average = (i + j) / 2 + 1
+        for k in range(i, j + 1):
+            ranks[k] = average
+        ties = j - i + 1
+        tie_term += ties**3 - ties
+        i = j + 1
+    rank_sum = sum(r for r, (_, group) in zip(ranks, ranked, strict=True) if group == 0)
+    u = rank_sum - n1 * (n1 + 1) / 2
+    mean = n1 * n2 / 2
+    n = n1 + n2
+    variance = n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1)))
+    if variance <= 0:
+        return 1.0
+    deviation = (u - mean) if greater else (mean - u)
+    return _normal_sf((deviation - 0.5) / math.sqrt(variance))
+
+
+def two_proportion_p(events_a: int, trials_a: int, events_b: int, trials_b: int) -> float:
+    """One-sided p-value that rate A exceeds rate B (pooled two-proportion z-test)."""
+    pooled = (events_a + events_b) / (trials_a + trials_b)
+    if pooled in (0.0, 1.0):
+        return 1.0
+    error = math.sqrt(pooled * (1 - pooled) * (1 / trials_a + 1 / trials_b))
+    return _normal_sf((events_a / trials_a - events_b / trials_b) / error)
