@@ -73,6 +73,15 @@ test: lint typecheck template statemachines catalog-check unit ## Every check an
 demo: venv ## Play the scenarios offline
 	$(PY) -m twin.demo
 
+.PHONY: up invoke
+PORT ?= 8080
+up: venv ## Serve the real API on 127.0.0.1 (PORT=8080) with the twin behind it; SigV4 header required, not verified
+	$(PY) -m twin.server --port $(PORT)
+
+invoke: venv ## In-process `sam local invoke`: make invoke FUNCTION=ApiFunction EVENT=events/api/create_plan.json
+	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=<LogicalId> EVENT=events/<file>.json"; exit 2; }
+	$(PY) -m twin.invoke $(FUNCTION) $(EVENT)
+
 bench: venv ## Benchmarks: print figures and ratios
 	$(PY) tests/perf/bench_catalog.py
 	$(PY) tests/perf/bench_imports.py

@@ -1,45 +1,42 @@
-"""`make demo`: play InferOps' scenarios offline and show what happens.
+"""`make demo`: play InferOps' scenarios on the local twin and show a readable, live timeline.
 
-Today it shows the instance & accelerator catalog and plans deployments through the real API handler,
-against an endpoint created in moto's SageMaker (no AWS account, nothing leaves 127.0.0.1).
+Scenarios run on virtual time (an hour of canary takes a second or two) against the real API handler, the
+SageMaker simulator, the load model and alarm evaluation. Until the deployment flow lands, the rollout
+scenarios drive SageMaker directly with the plan the API returns, as the flow will.
+
+    python -m twin.demo                 # every scenario
+    python -m twin.demo canary rollback  # some of them
 """
 
 from __future__ import annotations
 
-import json
-import os
+import argparse
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "layers" / "shared"))
-sys.path.insert(0, str(ROOT))
-for key, value in {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "POWERTOOLS_SERVICE_NAME": "inferops",
-    "POWERTOOLS_LOG_LEVEL": "WARNING",
-}.items():
-    os.environ.setdefault(key, value)
 
-import boto3  # noqa: E402
-from moto import mock_aws  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from inferops import catalog  # noqa: E402
-from twin.lambdas import load_function  # noqa: E402
+from twin.cloudwatch_traffic import LoadProfile, ModelProfile  # noqa: E402
+from twin.runtime import Twin  # noqa: E402
 
-console = Console(width=120)
+console = Console(width=120, highlight=False)
 ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerExecution"
+ENDPOINT = "fraud-scorer"
+QUIET = {"LogLevel": "WARNING"}  # the handlers' INFO logs would drown the timeline
 
 
-def show_catalog() -> None:
+# ---------------------------------------------------------------- catalog
+def scenario_catalog() -> None:
     started = time.perf_counter()
     types = catalog.all_types()
     elapsed_ms = (time.perf_counter() - started) * 1000
@@ -75,113 +72,232 @@ def show_catalog() -> None:
     )
 
 
-def api_call(api: Any, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """Send an API Gateway proxy event to the real handler, as API Gateway would after SigV4 auth."""
-    event = json.loads((ROOT / "events" / "api" / "create_plan.json").read_text())
-    event.update(httpMethod=method, path=path, resource=path, body=json.dumps(body) if body else None)
-    reply = api.handler(event, _Context())
-    return reply["statusCode"], json.loads(reply["body"])
+# ---------------------------------------------------------------- helpers on the twin
+def create_endpoint(twin: Twin, instance_type: str = "ml.g5.xlarge", count: int = 4) -> None:
+    sagemaker = twin.client("sagemaker")
+    create_model(twin, "fraud-v1")
+    sagemaker.create_endpoint_config(
+        EndpointConfigName="fraud-v1",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "fraud-v1",
+                "InitialInstanceCount": count,
+                "InstanceType": instance_type,
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="fraud-v1")
+    twin.cloudwatch.set_load_profile(ENDPOINT, LoadProfile(requests_per_minute=1200))
+    wait_for(twin, lambda: sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointStatus"] == "InService")
+    twin.clock.sleep(5)  # let the state-change event reach the timeline before the next step
 
 
-class _Context:
-    function_name = "ApiFunction"
-    memory_limit_in_mb = 512
-    invoked_function_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:ApiFunction"
-    aws_request_id = "demo-request"
+def create_model(twin: Twin, name: str) -> None:
+    twin.client("sagemaker").create_model(
+        ModelName=name,
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={
+            "Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/fraud:{name}",
+            "ModelDataUrl": f"s3://models/fraud/{name}.tar.gz",
+        },
+    )
 
 
-def show_plan(status: int, reply: dict[str, Any], title: str) -> None:
-    console.rule(f"[bold]{title}")
+def wait_for(twin: Twin, done: Callable[[], bool], step: float = 30.0, limit: float = 6 * 3600) -> float:
+    """Let virtual time pass in steps until `done()`; returns the virtual seconds it took."""
+    start = twin.clock.now()
+    while not done():
+        if twin.clock.now() - start > limit:
+            raise TimeoutError("scenario did not settle in virtual time")
+        twin.clock.sleep(step)
+    return twin.clock.now() - start
+
+
+class Timeline:
+    """Prints what SageMaker and CloudWatch report, in virtual time from the scenario's start."""
+
+    def __init__(self, twin: Twin) -> None:
+        self.twin = twin
+        self.start = twin.clock.now()
+        self._last: dict[str, str] = {}
+        twin.bus.subscribe({"source": ["aws.sagemaker", "aws.cloudwatch"]}, self.on_event, name="demo-timeline")
+
+    def say(self, who: str, text: str) -> None:
+        seconds = int(self.twin.clock.now() - self.start)
+        clock = f"t+{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        console.print(f"[dim]{clock}[/dim]  [bold]{who:<10}[/bold] {text}")
+
+    def on_event(self, event: Any) -> None:
+        detail = event["detail"]
+        kind = event["detail-type"]
+        if kind == "SageMaker Endpoint State Change":
+            self._once("status", f"endpoint {detail['EndpointStatus']} on {detail['EndpointConfigName']}", "SageMaker")
+        elif kind == "SageMaker Endpoint Deployment State Change":
+            pending = detail.get("PendingDeploymentSummary", {})
+            for variant in pending.get("ProductionVariants", []):
+                status = variant.get("VariantStatus", [{}])[-1]
+                text = f"new fleet: {status.get('Status', 'serving')} - {status.get('StatusMessage', '')}".rstrip(" -")
+                self._once(f"green-{variant['VariantName']}", text, "SageMaker")
+            if pending:
+                self._once("traffic", f"traffic to the new fleet: {self.new_fleet_share():.0f} %", "traffic")
+        elif kind == "CloudWatch Alarm State Change":
+            state = detail["state"]["value"]
+            previous = detail["previousState"]["value"]
+            if state == "ALARM" or previous == "ALARM":
+                self.say("CloudWatch", f"alarm {detail['alarmName']}: {previous} -> [red]{state}[/red]")
+
+    def new_fleet_share(self) -> float:
+        fleets = self.twin.sagemaker.serving_variants(ENDPOINT)
+        return 100.0 * float(sum(f.weight_share for f in fleets if f.is_new_fleet))
+
+    def _once(self, key: str, text: str, who: str) -> None:
+        if self._last.get(key) != text:
+            self._last[key] = text
+            self.say(who, text)
+
+
+def plan_through_api(twin: Twin, timeline: Timeline, body: dict[str, Any]) -> dict[str, Any]:
+    timeline.say("operator", f"POST /plans {body['strategy']}")
+    status, reply = twin.api_request("POST", "/plans", body=body)
     if status != 200:
-        console.print(f"[red]HTTP {status}[/red] {reply['message']}")
-        for v in reply.get("violations", []):
-            console.print(f"  [yellow]{v['field']}[/yellow]: {v['message']}\n    fix: {v['fix']}")
-        return
-    plan = reply["plan"]
-    console.print(
-        f"path [bold]{plan['path']}[/bold], {plan['strategy']}: {plan['current_instance_count']} x "
-        f"{plan['current_instance_type']} -> {plan['target_instance_count']} x {plan['target_instance_type']}, "
-        f"config {plan['new_endpoint_config_name']}"
-    )
-    table = Table("t+", "action", "new traffic", "old inst.", "new inst.", "what")
-    for step in plan["steps"]:
-        minutes, seconds = divmod(step["at_seconds"], 60)
-        table.add_row(
-            f"{minutes:3d}m{seconds:02d}s",
-            step["action"],
-            f"{step['new_traffic_percent']:g} %",
-            str(step["old_instances"]),
-            str(step["new_instances"]),
-            step["description"],
-        )
-    console.print(table)
-    cost = plan["cost"]
-    console.print(
-        f"total ~{plan['total_seconds'] // 60} min, timeout {plan['max_execution_timeout_seconds']} s; "
-        f"peak {plan['peak_instances']} instances, never below {plan['min_serving_instances']} serving; "
-        f"rollout ${cost['rollout_usd']} (peak ${cost['peak_hourly_usd']}/h, after ${cost['serving_hourly_usd']}/h)"
-    )
-    for warning in reply["warnings"]:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
-    if plan["deployment_config"]:
-        console.print("DeploymentConfig sent to UpdateEndpoint:")
-        console.print_json(json.dumps(plan["deployment_config"]))
+        raise RuntimeError(f"plan refused: {reply}")
+    plan: dict[str, Any] = reply["plan"]
+    steps = ", ".join(f"{s['action']} {s['new_traffic_percent']:g}%" for s in plan["steps"] if s["action"] == "shift")
+    timeline.say("InferOps", f"plan: {plan['path']} {plan['strategy']}, {steps}; ~{plan['total_seconds'] // 60} min")
+    return plan
 
 
-def plan_scenarios() -> None:
-    with mock_aws():
-        sagemaker = boto3.client("sagemaker")
-        sagemaker.create_model(
-            ModelName="fraud-scorer-v1",
-            ExecutionRoleArn=ROLE,
-            PrimaryContainer={
-                "Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/fraud:1",
-                "ModelDataUrl": "s3://models/fraud/v1.tar.gz",
-            },
+def roll_out(twin: Twin, timeline: Timeline, plan: dict[str, Any]) -> str:
+    """What the deployment flow will do on the native path: config, alarms, UpdateEndpoint, reconcile."""
+    sagemaker, cloudwatch = twin.client("sagemaker"), twin.client("cloudwatch")
+    target = plan["new_endpoint_config_name"]
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=target,
+        ProductionVariants=[
+            {
+                "VariantName": plan["variant_name"],
+                "ModelName": "fraud-v2",
+                "InitialInstanceCount": plan["target_instance_count"],
+                "InstanceType": plan["target_instance_type"],
+            }
+        ],
+    )
+    for alarm in plan["recommended_alarms"]:
+        cloudwatch.put_metric_alarm(
+            AlarmName=alarm["name"],
+            Namespace="AWS/SageMaker",
+            MetricName=alarm["metric_name"],
+            Statistic=alarm["statistic"],
+            Dimensions=[{"Name": k, "Value": v} for k, v in alarm["dimensions"].items()],
+            Period=alarm["period_seconds"],
+            EvaluationPeriods=alarm["evaluation_periods"],
+            Threshold=alarm["threshold"],
+            ComparisonOperator=alarm["comparison"],
+            TreatMissingData=alarm["treat_missing_data"],
         )
-        sagemaker.create_endpoint_config(
-            EndpointConfigName="fraud-scorer-v1",
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": "fraud-scorer-v1",
-                    "InitialInstanceCount": 4,
-                    "InstanceType": "ml.g4dn.xlarge",
-                }
-            ],
-        )
-        sagemaker.create_endpoint(EndpointName="fraud-scorer", EndpointConfigName="fraud-scorer-v1")
-        console.rule("[bold]Endpoint fraud-scorer: 4 x ml.g4dn.xlarge (moto)")
-        api = load_function("api")
-        model = {"source": "existing", "model_name": "fraud-scorer-v1"}
-        canary = {
-            "endpoint_name": "fraud-scorer",
-            "model": model,
-            "strategy": {"type": "canary", "size": {"unit": "percent", "value": 25}, "bake_seconds": 600},
-            "termination_wait_seconds": 300,
-            "create_recommended_alarms": True,
-        }
-        show_plan(*api_call(api, "POST", "/plans", canary), "POST /plans: canary 25 %, recommended alarms")
-        move = {
-            **canary,
-            "instance_type": "ml.g6.xlarge",
-            "strategy": {"type": "linear", "step": {"value": 25}, "bake_seconds": 300},
-            "model_size_gb": 14,
-        }
-        show_plan(*api_call(api, "POST", "/plans", move), "POST /plans: move to ml.g6.xlarge (L4), linear 25 %")
+    timeline.say("InferOps", f"UpdateEndpoint -> {target} with the plan's DeploymentConfig")
+    sagemaker.update_endpoint(
+        EndpointName=ENDPOINT, EndpointConfigName=target, DeploymentConfig=plan["deployment_config"]
+    )
+
+    def settled() -> bool:
+        described = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+        return described["EndpointStatus"] == "InService" and "PendingDeploymentSummary" not in described
+
+    took = wait_for(twin, settled)
+    final = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+    outcome = "deployed" if final["EndpointConfigName"] == target else "rolled back"
+    colour = "green" if outcome == "deployed" else "red"
+    timeline.say(
+        "InferOps",
+        f"reconciled: InService on {final['EndpointConfigName']} -> [{colour}]{outcome}[/{colour}] "
+        f"after {took / 60:.0f} virtual min",
+    )
+    return outcome
+
+
+def _request(strategy: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "endpoint_name": ENDPOINT,
+        "model": {"source": "existing", "model_name": "fraud-v2"},
+        "strategy": strategy,
+        "termination_wait_seconds": 300,
+        "create_recommended_alarms": True,
+    }
+
+
+# ---------------------------------------------------------------- scenarios on the twin
+def scenario_plans() -> None:
+    console.rule("[bold]Plans through the real API handler (4 x ml.g5.xlarge)")
+    with Twin(parameters=QUIET) as twin:
+        create_endpoint(twin)
+        create_model(twin, "fraud-v2")
         refused = {
-            **canary,
-            "strategy": {"type": "canary", "size": {"value": 60}, "bake_seconds": 4000},
-            "alarms": [],
+            **_request({"type": "canary", "size": {"value": 60}, "bake_seconds": 4000}),
             "create_recommended_alarms": False,
             "model_size_gb": 40,
         }
-        show_plan(*api_call(api, "POST", "/plans", refused), "POST /plans: a request that breaks the rules")
+        status, reply = twin.api_request("POST", "/plans", body=refused)
+        console.print(f"a request that breaks the rules -> [red]HTTP {status}[/red] {reply['message']}")
+        for v in reply.get("violations", []):
+            console.print(f"  [yellow]{v['field']}[/yellow]: {v['message']}\n    fix: {v['fix']}")
+        moved = {
+            **_request({"type": "linear", "step": {"value": 25}, "bake_seconds": 300}),
+            "instance_type": "ml.g6.xlarge",
+        }
+        status, reply = twin.api_request("POST", "/plans", body=moved)
+        plan = reply["plan"]
+        cost = plan["cost"]
+        console.print(
+            f"move to ml.g6.xlarge, linear 25 % -> HTTP {status}: {len(plan['steps'])} steps, "
+            f"~{plan['total_seconds'] // 60} min, peak {plan['peak_instances']} instances, "
+            f"rollout ${cost['rollout_usd']}, after ${cost['serving_hourly_usd']}/h"
+        )
 
 
-def main() -> int:
-    show_catalog()
-    plan_scenarios()
+def scenario_canary() -> None:
+    console.rule("[bold]Canary 25 % with the recommended rollback alarms: a healthy model")
+    with Twin(parameters=QUIET) as twin:
+        timeline = Timeline(twin)
+        create_endpoint(twin)
+        create_model(twin, "fraud-v2")
+        plan = plan_through_api(
+            twin, timeline, _request({"type": "canary", "size": {"value": 25}, "bake_seconds": 900})
+        )
+        roll_out(twin, timeline, plan)
+
+
+def scenario_rollback() -> None:
+    console.rule("[bold]Canary 25 %: the new model is slow and fails (SageMaker's auto-rollback)")
+    with Twin(parameters=QUIET) as twin:
+        timeline = Timeline(twin)
+        create_endpoint(twin)
+        create_model(twin, "fraud-v2")
+        twin.cloudwatch.set_model_profile("fraud-v2", ModelProfile.bad())
+        timeline.say("operator", "fraud-v2 is a bad model: 6x latency, 20 % 5xx")
+        plan = plan_through_api(
+            twin, timeline, _request({"type": "canary", "size": {"value": 25}, "bake_seconds": 900})
+        )
+        roll_out(twin, timeline, plan)
+
+
+SCENARIOS: dict[str, Callable[[], None]] = {
+    "catalog": scenario_catalog,
+    "plans": scenario_plans,
+    "canary": scenario_canary,
+    "rollback": scenario_rollback,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], help="default: all")
+    args = parser.parse_args(argv)
+    for name in args.scenarios or SCENARIOS:
+        started = time.perf_counter()
+        SCENARIOS[name]()
+        console.print(f"[dim]({name}: {time.perf_counter() - started:.1f} s wall)[/dim]\n")
     return 0
 
 

@@ -54,8 +54,13 @@ def _use_refreshed_prices() -> None:
         body = boto3.client("s3").get_object(Bucket=bucket, Key=f"prices/{region}.json")["Body"].read()
         changed = catalog.apply_prices(catalog.PriceDocument.model_validate_json(body))
         logger.info("using refreshed prices", extra={"region": region, "prices": changed})
-    except (ClientError, ValidationError) as error:
-        logger.warning("keeping the price snapshot", extra={"reason": str(error)})
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "NoSuchKey":  # the refresh job has not run yet
+            logger.info("no refreshed prices yet; using the snapshot", extra={"region": region})
+        else:
+            logger.warning("keeping the price snapshot", extra={"reason": str(error)})
+    except ValidationError as error:
+        logger.warning("refreshed prices unreadable; keeping the snapshot", extra={"reason": str(error)})
 
 
 def _error(status: int, message: str, **extra: Any) -> Response[dict[str, Any]]:
