@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from twin.bus import EventSink
 from twin.clock import Timer, VirtualClock
 from twin.cloudwatch_alarms import (
     ALARM,
@@ -78,20 +79,6 @@ DEFAULT_ACCOUNT_ID = "123456789012"  # moto's
 
 
 # ---------------------------------------------------------------------------------------------- interfaces
-class EventSink(Protocol):
-    """Where alarm events go: structurally `twin.bus.EventSink` (the Bus, or ListSink in tests)."""
-
-    def put(
-        self,
-        *,
-        source: str,
-        detail_type: str,
-        detail: dict[str, Any],
-        resources: list[str] | None = None,
-        time: datetime | None = None,
-    ) -> str: ...
-
-
 class Topology(Protocol):
     """What the load model needs from the SageMaker simulator."""
 

@@ -25,7 +25,6 @@ from moto.sagemaker.responses import SageMakerResponse
 from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 
 from twin.bus import EventSink
-from twin.clock import VirtualClock
 from twin.sagemaker_async import AsyncBacklog, AsyncMixin
 from twin.sagemaker_base import (
     DELETE_SECONDS,
@@ -95,18 +94,7 @@ def _catalog_instance_type(config: FakeEndpointConfig, instance_type: str) -> No
 class SageMakerSimulator(ExperimentsMixin, ComponentsMixin, AsyncMixin):
     """SageMaker for the local twin. Create it with the twin's clock and event sink, then `install()`."""
 
-    def __init__(
-        self,
-        clock: VirtualClock,
-        sink: EventSink,
-        *,
-        faults: Any | None = None,
-        account: str = "123456789012",
-        region: str = "us-east-1",
-    ) -> None:
-        super().__init__(clock, sink, faults=faults, account=account, region=region)
-        self._patches: list[tuple[object, str, object]] = []
-        self._autoscaling: tuple[Any, Any] | None = None
+    _autoscaling: tuple[Any, Any] | None = None  # Application Auto Scaling's originals while installed
 
     # ------------------------------------------------------------------ install
     def _operations(self) -> dict[str, Callable[[SageMakerModelBackend, dict[str, Any], float], dict[str, Any]]]:

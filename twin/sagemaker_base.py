@@ -458,6 +458,7 @@ class SimulatorBase:
     ) -> None:
         self.clock = clock
         self.sink = sink
+        self._patches: list[tuple[object, str, object]] = []  # (owner, attribute, original) to restore
         self.faults = faults
         self.account = account
         self.region = region
