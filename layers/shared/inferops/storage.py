@@ -16,6 +16,7 @@ operation       ``OP#<id>``             ``META``                        ``EP#<en
 timeline entry  ``OP#<id>``             ``TL#<at>#<seq, 8 digits>``     -
 endpoint lock   ``LOCK#<endpoint>``     ``LOCK``                        -
 task token      ``TOKEN#<endpoint>``    ``<purpose>``                   -
+endpoint state  ``EPSTATE#<endpoint>``  ``endpoint`` | ``deployment``   -
 ==============  ======================  ==============================  =================================
 
 Attributes besides the keys:
@@ -44,7 +45,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -609,9 +610,19 @@ class Repository:
     # --- task tokens ----------------------------------------------------------------------------------
 
     def put_task_token(
-        self, endpoint: str, purpose: str, token: str, operation_id: str, ttl_seconds: float
+        self,
+        endpoint: str,
+        purpose: str,
+        token: str,
+        operation_id: str,
+        ttl_seconds: float,
+        *,
+        created_at: datetime | None = None,
     ) -> TaskToken:
-        """Store (or replace: a retried wait task has a new token) the token an event will resume."""
+        """Store (or replace: a retried wait task has a new token) the token an event will resume.
+
+        `created_at` keeps the original time when a handler puts back a token it could not deliver.
+        """
         _check_key_part(endpoint, "endpoint")
         _check_key_part(purpose, "purpose")
         if ttl_seconds <= 0:
@@ -622,7 +633,7 @@ class Repository:
             purpose=purpose,
             token=token,
             operation_id=operation_id,
-            created_at=_datetime(now),
+            created_at=created_at or _datetime(now),
             expires_at=math.ceil(now + ttl_seconds),
         )
         item = _serialize({**self._token_key_attrs(endpoint, purpose), **record.model_dump(mode="json")})
@@ -650,6 +661,43 @@ class Repository:
             TableName=self.table_name, Key=self._token_key(endpoint, purpose), ConsistentRead=True
         )
         return self._live_token(response.get("Item"))
+
+    def record_endpoint_state(
+        self, endpoint: str, kind: str, modified_ms: int, fingerprint: str
+    ) -> Literal["new", "duplicate", "stale"]:
+        """Keep the newest state SageMaker reported, and say whether this one is new, a repeat, or older.
+
+        Events repeat and arrive out of order; `modified_ms` (the endpoint's LastModifiedTime) orders them,
+        and `fingerprint` tells a repeat from a different event with the same time (deployment phases).
+        """
+        _check_key_part(endpoint, "endpoint")
+        item = _serialize(
+            {
+                "pk": f"EPSTATE#{endpoint}",
+                "sk": kind,
+                "endpoint": endpoint,
+                "modified_ms": modified_ms,
+                "fingerprint": fingerprint,
+                "recorded_at": format_timestamp(_datetime(self.now())),
+                "expires_at": math.ceil(self.now() + TERMINAL_RETENTION_DAYS * 86400),
+            }
+        )
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=item,
+                ConditionExpression=(
+                    "attribute_not_exists(pk) OR modified_ms < :m OR (modified_ms = :m AND fingerprint <> :f)"
+                ),
+                ExpressionAttributeValues={":m": _number(modified_ms), ":f": _string(fingerprint)},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if not _condition_failed(err):
+                raise
+            old = _old_item(err) or {}
+            return "duplicate" if old.get("fingerprint") == fingerprint else "stale"
+        return "new"
 
     # --- helpers --------------------------------------------------------------------------------------
 
