@@ -89,10 +89,16 @@ class LambdaTarget:
 
 
 @dataclass
-class StateMachineTarget:
+class ServiceTarget:
+    """A rule target that is an AWS call with the event as its body: a state machine, a queue, a topic."""
+
     twin: Twin
     logical_id: str
-    arn: str
+    service: str
+    operation: str
+    key: str  # the parameter naming the resource, e.g. QueueUrl
+    resource: str
+    body_key: str  # the parameter carrying the event, e.g. MessageBody
 
     @property
     def name(self) -> str:
@@ -100,37 +106,7 @@ class StateMachineTarget:
 
     def deliver(self, payload: Any, event: Mapping[str, Any]) -> None:
         body = payload if isinstance(payload, str) else json.dumps(payload)
-        self.twin.client("stepfunctions").start_execution(stateMachineArn=self.arn, input=body)
-
-
-@dataclass
-class QueueTarget:
-    twin: Twin
-    logical_id: str
-    url: str
-
-    @property
-    def name(self) -> str:
-        return self.logical_id
-
-    def deliver(self, payload: Any, event: Mapping[str, Any]) -> None:
-        body = payload if isinstance(payload, str) else json.dumps(payload)
-        self.twin.client("sqs").send_message(QueueUrl=self.url, MessageBody=body)
-
-
-@dataclass
-class TopicTarget:
-    twin: Twin
-    logical_id: str
-    arn: str
-
-    @property
-    def name(self) -> str:
-        return self.logical_id
-
-    def deliver(self, payload: Any, event: Mapping[str, Any]) -> None:
-        body = payload if isinstance(payload, str) else json.dumps(payload)
-        self.twin.client("sns").publish(TopicArn=self.arn, Message=body)
+        getattr(self.twin.client(self.service), self.operation)(**{self.key: self.resource, self.body_key: body})
 
 
 @dataclass
@@ -803,11 +779,16 @@ class Twin:
         if spec.kind == "lambda":
             return LambdaTarget(self.lambdas, spec.logical_id, source)
         if spec.kind == "statemachine":
-            return StateMachineTarget(self, spec.logical_id, t.state_machines[spec.logical_id].arn)
+            arn = t.state_machines[spec.logical_id].arn
+            return ServiceTarget(
+                self, spec.logical_id, "stepfunctions", "start_execution", "stateMachineArn", arn, "input"
+            )
         if spec.kind == "sqs":
-            return QueueTarget(self, spec.logical_id, t.queues[spec.logical_id].url)
+            url = t.queues[spec.logical_id].url
+            return ServiceTarget(self, spec.logical_id, "sqs", "send_message", "QueueUrl", url, "MessageBody")
         if spec.kind == "sns":
-            return TopicTarget(self, spec.logical_id, t.topics[spec.logical_id].arn)
+            arn = t.topics[spec.logical_id].arn
+            return ServiceTarget(self, spec.logical_id, "sns", "publish", "TopicArn", arn, "Message")
         if spec.kind == "bus":
             return BusTarget(
                 self.bus, spec.logical_id if spec.logical_id == "default" else str(t.physical(spec.logical_id).ref)
