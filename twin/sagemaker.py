@@ -523,15 +523,16 @@ class SageMakerSimulator(ExperimentsMixin, ComponentsMixin, AsyncMixin):
             pending: dict[str, Any] = {
                 "EndpointConfigName": dep.new_config,
                 "StartTime": dt(dep.started),
-                "ProductionVariants": [self._pending_summary(g) for g in dep.greens],
+                "ProductionVariants": [self._variant_summary([g], pending=True) for g in dep.greens],
             }
             if dep.shadows:
-                pending["ShadowProductionVariants"] = [self._pending_summary(s) for s in dep.shadows]
+                pending["ShadowProductionVariants"] = [self._variant_summary([s], pending=True) for s in dep.shadows]
             out["PendingDeploymentSummary"] = pending
         return out
 
     @staticmethod
-    def _variant_summary(fleets: list[Fleet]) -> dict[str, Any]:
+    def _variant_summary(fleets: list[Fleet], *, pending: bool = False) -> dict[str, Any]:
+        """DescribeEndpoint's variant summary; `pending` adds what PendingDeploymentSummary also shows."""
         first = fleets[0]
         out: dict[str, Any] = {
             "VariantName": first.variant,
@@ -545,32 +546,12 @@ class SageMakerSimulator(ExperimentsMixin, ComponentsMixin, AsyncMixin):
         else:
             out["CurrentInstanceCount"] = sum(f.provisioned for f in fleets)
             out["DesiredInstanceCount"] = sum(f.desired_count for f in fleets)
+            if pending:
+                out["InstanceType"] = first.instance_type
         statuses = [s for f in fleets for s in f.statuses][:5]
         if statuses:
             out["VariantStatus"] = statuses
         for key in ("ManagedInstanceScaling", "RoutingConfig"):
             if first.spec.get(key):
                 out[key] = first.spec[key]
-        return out
-
-    @staticmethod
-    def _pending_summary(fleet: Fleet) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "VariantName": fleet.variant,
-            "CurrentWeight": fleet.current_weight,
-            "DesiredWeight": fleet.desired_weight,
-        }
-        if fleet.images:
-            out["DeployedImages"] = fleet.images
-        if fleet.serverless:
-            out["CurrentServerlessConfig"] = out["DesiredServerlessConfig"] = fleet.spec["ServerlessConfig"]
-        else:
-            out["CurrentInstanceCount"] = fleet.provisioned
-            out["DesiredInstanceCount"] = fleet.desired_count
-            out["InstanceType"] = fleet.instance_type
-        if fleet.statuses:
-            out["VariantStatus"] = fleet.statuses
-        for key in ("ManagedInstanceScaling", "RoutingConfig"):
-            if fleet.spec.get(key):
-                out[key] = fleet.spec[key]
         return out
