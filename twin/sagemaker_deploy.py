@@ -517,12 +517,7 @@ class DeploymentMixin(SimulatorBase):
         if dep.config is not None:
             ep.last_deployment_config = dep.config
         ep.deployment = None
-        self.set_endpoint_status(ep, "InService", when)
-        if dep.events:
-            self.deployment_event(ep, when)
-        self.capacity_changed(ep, when)
-        if dep.on_done is not None:
-            dep.on_done(True, when)
+        self._end(ep, dep, "InService", True, when)
 
     def finish_rollback(self, ep: EndpointState, dep: Deployment, when: float) -> None:
         for blue in ep.fleets:
@@ -530,12 +525,7 @@ class DeploymentMixin(SimulatorBase):
         self._settle_traffic(ep)
         ep.deployment = None
         ep.failure_reason = dep.reason
-        self.set_endpoint_status(ep, "InService", when)
-        if dep.events:
-            self.deployment_event(ep, when)
-        self.capacity_changed(ep, when)
-        if dep.on_done is not None:
-            dep.on_done(False, when)
+        self._end(ep, dep, "InService", False, when)
 
     def rollback_failed(self, ep: EndpointState, dep: Deployment, when: float) -> None:
         """Rolling deployment and its rollback both failed: old and new configs keep serving side by side."""
@@ -550,12 +540,16 @@ class DeploymentMixin(SimulatorBase):
             f"{dep.reason} The rollback failed too: the endpoint serves a mix of endpoint configurations "
             f"{ep.config_name} and {dep.new_config}. Call UpdateEndpoint with a good endpoint configuration."
         )
-        self.set_endpoint_status(ep, "UpdateRollbackFailed", when)
+        self._end(ep, dep, "UpdateRollbackFailed", False, when)
+
+    def _end(self, ep: EndpointState, dep: Deployment, status: str, deployed: bool, when: float) -> None:
+        """Every ending of an update: the status, the last deployment event, the load model, the caller."""
+        self.set_endpoint_status(ep, status, when)
         if dep.events:
             self.deployment_event(ep, when)
         self.capacity_changed(ep, when)
         if dep.on_done is not None:
-            dep.on_done(False, when)
+            dep.on_done(deployed, when)
 
     def _settle_traffic(self, ep: EndpointState) -> None:
         for name in ep.variant_names():

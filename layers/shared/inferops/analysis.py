@@ -189,16 +189,7 @@ def _judge_distribution(metric: DistributionMetric, significant: bool) -> Metric
     outcome = Outcome.FAIL if significant and large else Outcome.PASS
     if significant and not large:
         what += "; a real shift, within tolerance"
-    return MetricVerdict(
-        name=metric.name,
-        outcome=outcome,
-        reason=what,
-        p_value=p_value,
-        effect=effect,
-        baseline=base_median,
-        canary=can_median,
-        critical=metric.critical,
-    )
+    return _verdict(metric, outcome, what, p_value, effect, base_median, can_median)
 
 
 def _judge_rate(metric: RateMetric, significant: bool) -> MetricVerdict:
@@ -223,14 +214,20 @@ def _judge_rate(metric: RateMetric, significant: bool) -> MetricVerdict:
         outcome = Outcome.FAIL
     else:
         outcome = Outcome.PASS
+    return _verdict(metric, outcome, what, p_value, difference, base_rate, can_rate)
+
+
+def _verdict(
+    metric: Metric, outcome: Outcome, reason: str, p_value: float, effect: float, baseline: float, canary: float
+) -> MetricVerdict:
     return MetricVerdict(
         name=metric.name,
         outcome=outcome,
-        reason=what,
+        reason=reason,
         p_value=p_value,
-        effect=difference,
-        baseline=base_rate,
-        canary=can_rate,
+        effect=effect,
+        baseline=baseline,
+        canary=canary,
         critical=metric.critical,
     )
 
