@@ -85,6 +85,7 @@ invoke: venv ## In-process `sam local invoke`: make invoke FUNCTION=ApiFunction 
 bench: venv ## Benchmarks: print figures and ratios
 	$(PY) tests/perf/bench_catalog.py
 	$(PY) tests/perf/bench_imports.py
+	$(PY) tests/perf/bench_deployment.py
 
 catalog: venv ## Regenerate the instance & accelerator catalog
 	$(PY) scripts/build_catalog.py

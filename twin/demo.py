@@ -11,10 +11,12 @@ scenarios drive SageMaker directly with the plan the API returns, as the flow wi
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerExecution"
 ENDPOINT = "fraud-scorer"
 QUIET = {"LogLevel": "WARNING"}  # the handlers' INFO logs would drown the timeline
+# moto logs every Fail state as an ERROR; a deployment that ends ROLLED_BACK is not an error of the demo
+logging.getLogger("moto.stepfunctions.parser.asl.component.eval_component").setLevel(logging.CRITICAL)
 
 
 # ---------------------------------------------------------------- catalog
@@ -123,8 +127,8 @@ class Timeline:
         self._last: dict[str, str] = {}
         twin.bus.subscribe({"source": ["aws.sagemaker", "aws.cloudwatch"]}, self.on_event, name="demo-timeline")
 
-    def say(self, who: str, text: str) -> None:
-        seconds = int(self.twin.clock.now() - self.start)
+    def say(self, who: str, text: str, at: float | None = None) -> None:
+        seconds = int((self.twin.clock.now() if at is None else at) - self.start)
         clock = f"t+{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
         console.print(f"[dim]{clock}[/dim]  [bold]{who:<10}[/bold] {text}")
 
@@ -168,53 +172,31 @@ def plan_through_api(twin: Twin, timeline: Timeline, body: dict[str, Any]) -> di
     return plan
 
 
-def roll_out(twin: Twin, timeline: Timeline, plan: dict[str, Any]) -> str:
-    """What the deployment flow will do on the native path: config, alarms, UpdateEndpoint, reconcile."""
-    sagemaker, cloudwatch = twin.client("sagemaker"), twin.client("cloudwatch")
-    target = plan["new_endpoint_config_name"]
-    sagemaker.create_endpoint_config(
-        EndpointConfigName=target,
-        ProductionVariants=[
-            {
-                "VariantName": plan["variant_name"],
-                "ModelName": "fraud-v2",
-                "InitialInstanceCount": plan["target_instance_count"],
-                "InstanceType": plan["target_instance_type"],
-            }
-        ],
-    )
-    for alarm in plan["recommended_alarms"]:
-        cloudwatch.put_metric_alarm(
-            AlarmName=alarm["name"],
-            Namespace="AWS/SageMaker",
-            MetricName=alarm["metric_name"],
-            Statistic=alarm["statistic"],
-            Dimensions=[{"Name": k, "Value": v} for k, v in alarm["dimensions"].items()],
-            Period=alarm["period_seconds"],
-            EvaluationPeriods=alarm["evaluation_periods"],
-            Threshold=alarm["threshold"],
-            ComparisonOperator=alarm["comparison"],
-            TreatMissingData=alarm["treat_missing_data"],
-        )
-    timeline.say("InferOps", f"UpdateEndpoint -> {target} with the plan's DeploymentConfig")
-    sagemaker.update_endpoint(
-        EndpointName=ENDPOINT, EndpointConfigName=target, DeploymentConfig=plan["deployment_config"]
-    )
-
-    def settled() -> bool:
-        described = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
-        return described["EndpointStatus"] == "InService" and "PendingDeploymentSummary" not in described
-
-    took = wait_for(twin, settled)
-    final = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
-    outcome = "deployed" if final["EndpointConfigName"] == target else "rolled back"
-    colour = "green" if outcome == "deployed" else "red"
+def deploy(twin: Twin, timeline: Timeline, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /deployments, then follow the operation's own timeline until it ends (virtual time)."""
+    timeline.say("operator", f"POST /deployments {body['strategy']['type']}")
+    status, reply = twin.api_request("POST", "/deployments", body=body)
+    if status != 202:
+        raise RuntimeError(f"deployment refused: {reply}")
+    operation = reply["id"]
+    plan = reply["plan"]
+    steps = ", ".join(f"{s['new_traffic_percent']:g}%" for s in plan["steps"] if s["action"] == "shift")
     timeline.say(
-        "InferOps",
-        f"reconciled: InService on {final['EndpointConfigName']} -> [{colour}]{outcome}[/{colour}] "
-        f"after {took / 60:.0f} virtual min",
+        "InferOps", f"{operation}: {plan['path']} {plan['strategy']} ({steps}), ~{plan['total_seconds'] // 60} min"
     )
-    return outcome
+    shown: set[int] = set()
+    while True:
+        twin.clock.sleep(30)
+        _, view = twin.api_request("GET", f"/deployments/{operation}")
+        for entry in view["timeline"]:
+            if entry["seq"] not in shown and entry["kind"] not in ("sagemaker", "requested", "finished"):
+                at = datetime.fromisoformat(entry["at"].replace("Z", "+00:00")).timestamp()
+                timeline.say("InferOps", entry["message"], at=at)
+            shown.add(entry["seq"])
+        if view["status"] in ("SUCCEEDED", "FAILED", "ROLLED_BACK", "REFUSED", "ABORTED"):
+            colour = "green" if view["status"] == "SUCCEEDED" else "red"
+            timeline.say("InferOps", f"[{colour}]{view['status']}[/{colour}]: {view['result']['reason']}")
+            return dict(view)
 
 
 def _request(strategy: dict[str, Any]) -> dict[str, Any]:
@@ -262,10 +244,7 @@ def scenario_canary() -> None:
         timeline = Timeline(twin)
         create_endpoint(twin)
         create_model(twin, "fraud-v2")
-        plan = plan_through_api(
-            twin, timeline, _request({"type": "canary", "size": {"value": 25}, "bake_seconds": 900})
-        )
-        roll_out(twin, timeline, plan)
+        deploy(twin, timeline, _request({"type": "canary", "size": {"value": 25}, "bake_seconds": 900}))
 
 
 def scenario_rollback() -> None:
@@ -276,10 +255,26 @@ def scenario_rollback() -> None:
         create_model(twin, "fraud-v2")
         twin.cloudwatch.set_model_profile("fraud-v2", ModelProfile.bad())
         timeline.say("operator", "fraud-v2 is a bad model: 6x latency, 20 % 5xx")
-        plan = plan_through_api(
-            twin, timeline, _request({"type": "canary", "size": {"value": 25}, "bake_seconds": 900})
-        )
-        roll_out(twin, timeline, plan)
+        deploy(twin, timeline, _request({"type": "canary", "size": {"value": 25}, "bake_seconds": 900}))
+
+
+def scenario_managed() -> None:
+    console.rule("[bold]Managed path, analysis-gated 10 % -> 50 % -> 100 %: the canary judge catches a bad model")
+    with Twin(parameters=QUIET) as twin:
+        timeline = Timeline(twin)
+        create_endpoint(twin)
+        create_model(twin, "fraud-v2")
+        twin.cloudwatch.set_model_profile("fraud-v2", ModelProfile(latency_multiplier=1.6))
+        timeline.say("operator", "fraud-v2 is 60 % slower: no alarm fires, the judge must see it")
+        body = {
+            **_request({"type": "managed", "steps": [10, 50, 100], "bake_seconds": 600}),
+            "create_recommended_alarms": False,
+            "analysis": {"max_latency_increase_percent": 20},
+        }
+        view = deploy(twin, timeline, body)
+        for verdict in view["verdicts"]:
+            for metric in verdict["metrics"]:
+                timeline.say("judge", f"{metric['name']}: {metric['outcome']} - {metric['reason']}")
 
 
 SCENARIOS: dict[str, Callable[[], None]] = {
@@ -287,6 +282,7 @@ SCENARIOS: dict[str, Callable[[], None]] = {
     "plans": scenario_plans,
     "canary": scenario_canary,
     "rollback": scenario_rollback,
+    "managed": scenario_managed,
 }
 
 

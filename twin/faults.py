@@ -4,8 +4,8 @@
   (a small random extra delay, so later events can overtake), at rates drawn from one seeded RNG; plus
   targeted one-shot faults for tests (`lose_next`, `duplicate_next`, `delay_next`), optionally restricted
   by an EventBridge pattern.
-- Lambdas: `crash_once("EndpointEventsFunction")` makes the next invocation of that function raise inside
-  the invocation (the handler never runs), as a crashed runtime would.
+- Lambdas: `crash_once("EndpointEventsFunction")` makes the next invocation of that function fail as a
+  crashed runtime does (errorType `Runtime.ExitError`; the handler never runs).
 - SageMaker: the simulator owns throttling and 5xx; the configuration lives here so there is one place
   to set every fault. Contract for the simulator (`twin/sagemaker.py`):
 
@@ -63,10 +63,6 @@ class _OneShot:
 class _Crash:
     message: str
     remaining: int = 1
-
-
-class InjectedCrash(RuntimeError):
-    """Raised inside a Lambda invocation by `Faults.crash_once` (errorType "InjectedCrash")."""
 
 
 @dataclass
@@ -149,7 +145,7 @@ class Faults:
 
     # -------------------------------------------------------------- lambdas
     def crash_once(self, function: str, message: str = "injected crash", times: int = 1) -> None:
-        """The next `times` invocations of `function` (logical id or deployed name) raise InjectedCrash."""
+        """The next `times` invocations of `function` (logical id or deployed name) crash (Runtime.ExitError)."""
         with self._lock:
             self._crashes[function] = _Crash(message, times)
 

@@ -42,7 +42,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from twin.clock import ActivityThread, VirtualClock, VirtualEvent, restore_globals, shim_time_globals
-from twin.faults import InjectedCrash
 
 if TYPE_CHECKING:
     from twin.faults import Faults
@@ -448,8 +447,12 @@ class LambdaRuntime:
         spec = self.functions[logical_id]
         try:
             crash = self.faults.take_crash(logical_id, spec.name) if self.faults is not None else None
-            if crash is not None:
-                raise InjectedCrash(crash)
+            if crash is not None:  # what Lambda reports when the runtime process dies mid-invocation
+                return {
+                    "errorType": "Runtime.ExitError",
+                    "errorMessage": f"RequestId: {context.aws_request_id} Error: Runtime exited with error: "
+                    f"exit status 1 ({crash})",
+                }, "Unhandled"
             handler = self.handler(logical_id)
             self.shim_product_modules()
             result = handler(event, context)

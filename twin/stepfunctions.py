@@ -22,6 +22,7 @@ moto (5.2.5, `execute_state_machine` on) interprets ASL in background threads an
   on AWS (moto reports States.Timeout, so a `Catch: [States.HeartbeatTimeout]` fallback never ran);
 - an execution started without a name gets a UUID, as on AWS (moto names them all "None", so a second
   unnamed start of the same machine fails with ExecutionAlreadyExists);
+- SendTaskFailure's `cause` reaches the task's Catch (moto's response handler drops it);
 - SendTaskSuccess/Failure/Heartbeat answer as AWS does: TaskDoesNotExist for a token whose task is over
   (already answered, or its execution ended), TaskTimedOut for a task that timed out, InvalidToken for a
   token never issued (moto answers 200 for a second SendTaskSuccess on the same token).
@@ -95,6 +96,7 @@ METHODS = (
     (f"{P}.models", "StepFunctionsParserBackend", "send_task_heartbeat"),
     (f"{P}.models", "StepFunctionsParserBackend", "start_execution"),
     (f"{P}.models", "StepFunctionsParserBackend", "_validate_definition"),
+    ("moto.stepfunctions.responses", "StepFunctionResponse", "send_task_failure"),
 )
 JSONATA_HOOK = (f"{A}.jsonata.jsonata", "_eval_jsonata")
 
@@ -253,6 +255,18 @@ class StepFunctionsOnClock:
             return original_start(sfn, state_machine_arn, name or str(uuid.uuid4()), *args, **kw)
 
         patches.set(backend, "start_execution", start_execution)
+        responses = patched_class("StepFunctionResponse")
+
+        def send_task_failure(response: Any) -> Any:
+            """AWS hands the failure's `cause` to the task's Catch (moto's response handler drops it)."""
+            response.stepfunction_backend.send_task_failure(
+                response._get_param("taskToken"), error=response._get_param("error"), cause=response._get_param("cause")
+            )
+            from moto.core.responses import EmptyResult
+
+            return EmptyResult()
+
+        patches.set(responses, "send_task_failure", send_task_failure)
         original_validate = backend._validate_definition
 
         def _validate_definition(definition: str) -> None:

@@ -14,15 +14,25 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
 from botocore.exceptions import ClientError
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inferops import catalog
-from inferops.endpoints import read_endpoint, read_model
+from inferops import catalog, deployments
 from inferops.errors import InferOpsError
-from inferops.planner import DeploymentRequest, PackageModel, plan
+from inferops.planner import DeploymentRequest
+from inferops.rollout import preflight
+from inferops.storage import OperationStatus, Repository
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -41,6 +51,36 @@ def _sagemaker() -> SageMakerClient:
 @cache
 def _autoscaling() -> ApplicationAutoScalingClient:
     return boto3.client("application-autoscaling")
+
+
+@cache
+def _clients() -> deployments.Clients:
+    return deployments.Clients(
+        repo=Repository(os.environ["TABLE_NAME"]),
+        sagemaker=_sagemaker(),
+        autoscaling=_autoscaling(),
+        cloudwatch=boto3.client("cloudwatch"),
+        stepfunctions=boto3.client("stepfunctions"),
+        state_machine_arn=os.environ["DEPLOYMENT_STATE_MACHINE_ARN"],
+    )
+
+
+# Retries of POST /deployments with the same Idempotency-Key get the first answer (Powertools, same table).
+_IDEMPOTENCY = IdempotencyConfig(
+    event_key_jmespath="key", payload_validation_jmespath="request", expires_after_seconds=86400
+)
+
+
+@cache
+def _idempotency_store() -> DynamoDBPersistenceLayer:
+    """Made on first use, like the other clients: importing the module must not need a region or the table."""
+    return DynamoDBPersistenceLayer(
+        table_name=os.environ["TABLE_NAME"],
+        key_attr="pk",
+        sort_key_attr="sk",
+        static_pk_value="IDEMPOTENCY#deployments",
+        expiry_attr="expires_at",
+    )
 
 
 @cache
@@ -85,6 +125,27 @@ def _problem(error: dict[str, Any]) -> dict[str, str]:
         return {"field": "body", "message": "the request body is not valid JSON"}
     where = [str(p) for p in error["loc"][1:]] or [str(error["loc"][0])]
     return {"field": ".".join(where), "message": error["msg"]}
+
+
+@app.exception_handler(deployments.Refused)
+def _refused(error: deployments.Refused) -> Response[dict[str, Any]]:
+    return _error(
+        422,
+        error.message,
+        field=error.field,
+        violations=[v.model_dump(mode="json") for v in error.result.violations],
+        warnings=error.result.warnings,
+    )
+
+
+@app.exception_handler(IdempotencyValidationError)
+def _idempotency_reused(error: IdempotencyValidationError) -> Response[dict[str, Any]]:
+    return _error(422, "Idempotency-Key was already used with a different request body", field="Idempotency-Key")
+
+
+@app.exception_handler(IdempotencyAlreadyInProgressError)
+def _idempotency_in_progress(error: IdempotencyAlreadyInProgressError) -> Response[dict[str, Any]]:
+    return _error(409, "a request with this Idempotency-Key is still being processed; retry", field="Idempotency-Key")
 
 
 @app.exception_handler(ClientError)
@@ -151,23 +212,86 @@ def fit_instance_types(
 
 @app.post("/plans", summary="Validate a deployment request and plan it (no side effects)")
 def create_plan(request: DeploymentRequest) -> Response[Any]:
-    endpoint = read_endpoint(request.endpoint_name, _sagemaker(), _autoscaling())
-    spec = request.model
-    name = spec.model_package_arn if isinstance(spec, PackageModel) else getattr(spec, "model_name", None)
-    result = plan(request, endpoint, read_model(spec.source, name, _sagemaker()))
-    if result.ok:
-        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=result)
-    first = result.violations[0]
-    return _error(
-        422,
-        f"{len(result.violations)} problem(s); {first.field}: {first.message}",
-        field=first.field,
-        violations=[v.model_dump(mode="json") for v in result.violations],
-        warnings=result.warnings,
+    result = preflight(request, _sagemaker(), _autoscaling())
+    if not result.ok:
+        raise deployments.Refused(result)
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=result)
+
+
+def _caller() -> str:
+    """Who is asking (API Gateway's IAM identity; the twin and tests may leave it empty)."""
+    identity = app.current_event.request_context.identity
+    return identity.user_arn or identity.caller or "anonymous"
+
+
+def _start(call: dict[str, Any]) -> dict[str, Any]:
+    request = DeploymentRequest.model_validate(call["request"])
+    return deployments.start(request, _clients()).model_dump(mode="json")
+
+
+def _start_once(call: dict[str, Any]) -> dict[str, Any]:
+    once = idempotent_function(
+        data_keyword_argument="call", config=_IDEMPOTENCY, persistence_store=_idempotency_store()
     )
+    return once(_start)(call=call)  # type: ignore[no-any-return]
+
+
+@app.post("/deployments", summary="Start a guarded deployment (202), or plan it only with dryRun=true")
+def start_deployment(
+    request: DeploymentRequest,
+    dry_run: Annotated[bool, Query(alias="dryRun", description="return the plan, start nothing")] = False,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", min_length=1, max_length=128, description="retries get the first answer"),
+    ] = None,
+) -> Response[Any]:
+    if idempotency_key and not dry_run:  # a dry run changes nothing: it must not use up the key
+        started = _start_once({"key": f"{_caller()}|{idempotency_key}", "request": request.model_dump(mode="json")})
+    else:
+        started = deployments.start(request, _clients(), dry_run=dry_run).model_dump(mode="json")
+    status = 200 if dry_run else 202
+    headers = {} if dry_run else {"Location": f"/deployments/{started['id']}"}
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=started, headers=headers)
+
+
+@app.get("/deployments", summary="An endpoint's deployments, newest first (paginated)")
+def list_deployments(
+    endpoint: Annotated[str, Query(min_length=1, max_length=63, description="endpoint name")],
+    status: Annotated[OperationStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    next_token: Annotated[str | None, Query(alias="nextToken", max_length=2048)] = None,
+) -> dict[str, Any]:
+    page = deployments.list_page(_clients().repo, endpoint, status=status, limit=limit, next_token=next_token)
+    return page.model_dump(mode="json")
+
+
+@app.get("/deployments/<operation_id>", summary="A deployment: status, plan, timeline, verdicts")
+def get_deployment(operation_id: Annotated[str, Path(min_length=1, max_length=128)]) -> dict[str, Any]:
+    return deployments.get(operation_id, _clients().repo).model_dump(mode="json")
+
+
+class AbortBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=500)
+
+
+@app.post("/deployments/<operation_id>/abort", summary="Roll back now (202; the outcome follows in the record)")
+def abort_deployment(
+    operation_id: Annotated[str, Path(min_length=1, max_length=128)],
+    body: Annotated[AbortBody | None, Body()] = None,
+) -> Response[Any]:
+    view = deployments.abort(operation_id, _clients(), by=_caller(), reason=body.reason if body else None)
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=view.model_dump(mode="json"))
+
+
+@app.post("/deployments/<operation_id>/approve", summary="Let a paused managed deployment take its next step")
+def approve_deployment(operation_id: Annotated[str, Path(min_length=1, max_length=128)]) -> dict[str, Any]:
+    return deployments.approve(operation_id, _clients(), by=_caller()).model_dump(mode="json")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     _use_refreshed_prices()
+    _IDEMPOTENCY.register_lambda_context(context)
     return app.resolve(event, context)

@@ -256,7 +256,7 @@ def test_errors_timeouts_and_injected_crashes(shared: Twin) -> None:
     twin.faults.crash_once("EchoFunction")
     with pytest.raises(FunctionError) as crashed:
         twin.invoke("EchoFunction", {})
-    assert crashed.value.error_type == "InjectedCrash"
+    assert crashed.value.error_type == "Runtime.ExitError"
     assert twin.invoke("EchoFunction", {"after": "crash"})["event"] == {"after": "crash"}  # once only
     assert twin.faults.report() == {"lambda.crash.EchoFunction": 1}
 

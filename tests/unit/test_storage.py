@@ -18,11 +18,14 @@ from botocore.exceptions import ClientError
 from inferops import storage
 from inferops.errors import Conflict, InvalidInput, NotFound
 from inferops.storage import (
+    ALARM_NAME_MAX_LENGTH,
     LOCK_TTL_GRACE_SECONDS,
     TERMINAL_RETENTION_DAYS,
+    TERMINAL_STATUSES,
     TIMELINE_RETENTION_DAYS,
     OperationStatus,
     Repository,
+    WaitPurpose,
 )
 
 S = OperationStatus
@@ -379,11 +382,11 @@ def test_list_is_newest_first_per_endpoint_with_limit(
         ids.append(repo.create_operation("deployment", "ep-a", {"n": n}).id)
         repo.create_operation("deployment", "ep-b", {"n": n})
 
-    listed = repo.list_operations("ep-a")
+    listed = repo.page_operations("ep-a")[0]
     assert [r.id for r in listed] == ids[::-1]
     assert {r.endpoint for r in listed} == {"ep-a"}
-    assert [r.id for r in repo.list_operations("ep-a", limit=2)] == ids[:-3:-1]
-    assert repo.list_operations("ep-none") == []
+    assert [r.id for r in repo.page_operations("ep-a", limit=2)[0]] == ids[:-3:-1]
+    assert repo.page_operations("ep-none")[0] == []
     assert "scan" not in recorder.calls
     assert set(recorder.calls) == {"put_item", "query"}
 
@@ -398,18 +401,18 @@ def test_list_kind_filter_pages_past_other_kinds(repo: Repository, recorder: Rec
         repo.create_operation("scaling", "ep", {})
     recorder.calls.clear()
 
-    found = repo.list_operations("ep", kind="deployment", limit=2)
+    found = repo.page_operations("ep", kind="deployment", limit=2)[0]
 
     assert [r.id for r in found] == older[:0:-1]
     assert recorder.calls.count("query") >= 2
     assert "scan" not in recorder.calls
-    assert len(repo.list_operations("ep", kind="scaling", limit=50)) == 50
-    assert len(repo.list_operations("ep", limit=500)) == 123
+    assert len(repo.page_operations("ep", kind="scaling", limit=50)[0]) == 50
+    assert len(repo.page_operations("ep", limit=500)[0]) == 123
 
 
 def test_list_rejects_a_non_positive_limit(repo: Repository) -> None:
     with pytest.raises(InvalidInput):
-        repo.list_operations("ep", limit=0)
+        repo.page_operations("ep", limit=0)[0]
 
 
 # --- timeline -------------------------------------------------------------------------------------------
@@ -661,6 +664,234 @@ def test_concurrent_takes_resume_once(ddb_table: Repository, clock: FakeClock) -
     assert taken.count(None) == 5
 
 
+def test_wait_purposes_are_the_token_sort_keys(repo: Repository) -> None:
+    assert [str(p) for p in WaitPurpose] == ["endpoint-update", "bake", "approval"]
+    repo.put_task_token("ep", WaitPurpose.BAKE, "tok-bake", "op-a", ttl_seconds=60)
+    repo.put_task_token("ep", "approval", "tok-approval", "op-a", ttl_seconds=60)
+
+    assert raw_item(repo, "TOKEN#ep", "bake")["token"] == {"S": "tok-bake"}
+    assert repo.take_task_token("ep", "bake").token == "tok-bake"  # type: ignore[union-attr]
+    assert repo.take_task_token("ep", WaitPurpose.APPROVAL).token == "tok-approval"  # type: ignore[union-attr]
+
+
+# --- plan, execution and stop requests ------------------------------------------------------------------
+
+
+PLAN = {"path": "managed", "steps": [{"percent": 10, "seconds": 600}, {"percent": 100, "seconds": 0}], "cost": 1.25}
+
+
+def test_plan_is_stored_at_creation_and_replaced_while_running(repo: Repository, clock: FakeClock) -> None:
+    op = repo.create_operation("deployment", "ep", {"model": "v2"}, operation_id="op-plan", plan=PLAN)
+    assert repo.get_operation(op.id).plan == PLAN
+    assert repo.create_operation("deployment", "ep", {}).plan is None
+
+    repo.transition(op.id, S.RUNNING)
+    clock.advance(5)
+    revised = {**PLAN, "path": "native"}
+    saved = repo.save_plan(op.id, revised)
+
+    assert saved.plan == revised
+    assert (saved.status, saved.version) == (S.RUNNING, 2)  # an annotation, not a status decision
+    assert saved.updated_at == datetime.fromtimestamp(clock.now, tz=UTC)
+    assert repo.get_operation(op.id) == saved
+
+
+def test_plan_of_an_ended_operation_is_history(repo: Repository) -> None:
+    op = repo.create_operation("deployment", "ep", {}, plan=PLAN)
+    repo.transition(op.id, S.REFUSED)
+    with pytest.raises(Conflict, match=f"operation {op.id} already ended as REFUSED") as excinfo:
+        repo.save_plan(op.id, {"path": "native"})
+    assert excinfo.value.field == "status"
+    assert repo.get_operation(op.id).plan == PLAN
+    with pytest.raises(NotFound):
+        repo.save_plan("op-missing", PLAN)
+    with pytest.raises(InvalidInput):
+        repo.save_plan(op.id, {"cost": float("nan")})
+    with pytest.raises(InvalidInput):
+        repo.create_operation("deployment", "ep", {}, plan={"cost": float("inf")})
+
+
+def test_execution_is_recorded_once(repo: Repository) -> None:
+    op = repo.create_operation("deployment", "ep", {})
+    arn = "arn:aws:states:us-east-1:123456789012:execution:deployment:op-1"
+
+    assert repo.set_execution(op.id, arn).execution_arn == arn
+    assert repo.set_execution(op.id, arn).execution_arn == arn  # a retried start records the same one
+    with pytest.raises(Conflict, match=r"already driven by execution .*:op-1") as excinfo:
+        repo.set_execution(op.id, arn + "-again")
+    assert excinfo.value.field == "execution_arn"
+    assert repo.get_operation(op.id).execution_arn == arn
+    with pytest.raises(NotFound):
+        repo.set_execution("op-missing", arn)
+    with pytest.raises(InvalidInput):
+        repo.set_execution(op.id, "")
+
+
+def test_first_stop_request_wins(repo: Repository, clock: FakeClock) -> None:
+    op = repo.create_operation("deployment", "ep", {})
+    repo.transition(op.id, S.RUNNING)
+    clock.advance(30)
+
+    first = repo.request_stop(op.id, kind="abort", reason="bad canary", by="alice")
+    expected = {"kind": "abort", "reason": "bad canary", "by": "alice", "at": "2025-06-15T15:07:10.000000Z"}
+    assert first.stop_request == expected
+    assert (first.status, first.version) == (S.RUNNING, 2)
+
+    clock.advance(5)
+    second = repo.request_stop(op.id, kind="alarm", reason="alarm x went into ALARM", by="alarm:x")
+    assert second == first
+    assert repo.get_operation(op.id) == first
+
+
+def test_stop_request_is_one_conditional_write(repo: Repository, recorder: RecordingClient) -> None:
+    op = repo.create_operation("deployment", "ep", {})
+    recorder.calls.clear()
+    repo.request_stop(op.id, kind="abort", reason="r", by="bob")
+    repo.request_stop(op.id, kind="abort", reason="r", by="bob")
+    assert recorder.calls == ["update_item", "update_item"]
+
+
+@pytest.mark.parametrize("status", sorted(TERMINAL_STATUSES))
+def test_stopping_an_ended_operation_is_a_conflict(repo: Repository, status: OperationStatus) -> None:
+    op = repo.create_operation("deployment", "ep", {})
+    drive_to(repo, op.id, status)
+    with pytest.raises(Conflict) as excinfo:
+        repo.request_stop(op.id, kind="alarm", reason="r", by="alarm:x")
+    assert (excinfo.value.message, excinfo.value.field) == (f"operation {op.id} already ended as {status}", "status")
+    assert repo.get_operation(op.id).stop_request is None
+
+
+def test_stop_request_refuses_unknown_operations_and_bad_input(repo: Repository, recorder: RecordingClient) -> None:
+    with pytest.raises(NotFound, match="op-missing"):
+        repo.request_stop("op-missing", kind="abort", reason="r", by="alice")
+    recorder.calls.clear()
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"kind": "pause", "reason": "r", "by": "alice"}, "kind"),
+        ({"kind": "abort", "reason": "", "by": "alice"}, "reason"),
+        ({"kind": "abort", "reason": "r", "by": ""}, "by"),
+    ]
+    for kwargs, field in cases:
+        with pytest.raises(InvalidInput) as excinfo:
+            repo.request_stop("op-1", **kwargs)
+        assert excinfo.value.field == field
+    assert recorder.calls == []
+
+
+def test_concurrent_stop_requests_record_exactly_one(ddb_table: Repository, clock: FakeClock) -> None:
+    serialized: Any = RecordingClient(ddb_table.client, serialize=True)
+    shared = Repository(ddb_table.table_name, client=serialized, clock=clock)
+    op = shared.create_operation("deployment", "ep", {})
+    barrier = threading.Barrier(6)
+    seen: list[str] = []
+
+    def stop(by: str) -> None:
+        barrier.wait()
+        record = shared.request_stop(op.id, kind="abort", reason="stop", by=by)
+        seen.append(record.stop_request["by"])  # type: ignore[index]
+
+    threads = [threading.Thread(target=stop, args=(f"user-{n}",)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(seen) == 6
+    assert len(set(seen)) == 1
+    assert shared.get_operation(op.id).stop_request["by"] == seen[0]  # type: ignore[index]
+
+
+def test_transitions_keep_plan_execution_and_stop_request(repo: Repository) -> None:
+    op = repo.create_operation("deployment", "ep", {}, plan=PLAN)
+    repo.set_execution(op.id, "arn:execution")
+    repo.transition(op.id, S.RUNNING)
+    repo.request_stop(op.id, kind="alarm", reason="alarm x went into ALARM", by="alarm:x")
+
+    done = repo.transition(op.id, S.ROLLED_BACK, result={"rolled_back": True})
+
+    assert (done.plan, done.execution_arn) == (PLAN, "arn:execution")
+    assert done.stop_request is not None and done.stop_request["by"] == "alarm:x"
+    assert done.version == 3
+    assert repo.get_operation(op.id) == done
+
+
+# --- alarm watches --------------------------------------------------------------------------------------
+
+
+def test_alarm_watches_by_alarm(repo: Repository, clock: FakeClock) -> None:
+    a = repo.put_alarm_watch("ep-errors", "ep", "op-a", ttl_seconds=3600)
+    repo.put_alarm_watch("ep-latency", "ep", "op-a", ttl_seconds=3600)
+    b = repo.put_alarm_watch("ep-errors", "ep2", "op-b", ttl_seconds=3600)
+
+    assert repo.alarm_watches("ep-errors") == [a, b]
+    assert (a.alarm_name, a.endpoint, a.operation_id) == ("ep-errors", "ep", "op-a")
+    assert a.expires_at == math.ceil(clock.now + 3600)
+    assert a.created_at == datetime.fromtimestamp(clock.now, tz=UTC)
+    assert repo.alarm_watches("unwatched") == []
+    item = raw_item(repo, "ALARM#ep-errors", "op-a")
+    assert set(item["expires_at"]) == {"N"}
+
+
+def test_alarm_watch_lookup_is_one_query(repo: Repository, recorder: RecordingClient) -> None:
+    repo.put_alarm_watch("ep-errors", "ep", "op-a", ttl_seconds=60)
+    recorder.calls.clear()
+    repo.alarm_watches("ep-errors")
+    assert recorder.calls == ["query"]
+
+
+def test_expired_alarm_watches_are_left_out(repo: Repository, clock: FakeClock) -> None:
+    repo.put_alarm_watch("ep-errors", "ep", "op-old", ttl_seconds=60)
+    clock.advance(30)
+    fresh = repo.put_alarm_watch("ep-errors", "ep", "op-new", ttl_seconds=600)
+    clock.advance(31)  # op-old's watch expired; TTL has not removed the item yet
+    assert repo.alarm_watches("ep-errors") == [fresh]
+
+    refreshed = repo.put_alarm_watch("ep-errors", "ep", "op-old", ttl_seconds=600)
+    assert repo.alarm_watches("ep-errors") == [fresh, refreshed]
+
+
+def test_alarm_names_are_free_text_up_to_255_characters(repo: Repository) -> None:
+    odd = "team#ml / churn: p99 > 2s (prod) [v2]"
+    longest = "x" * ALARM_NAME_MAX_LENGTH
+    for name in (odd, longest):
+        watch = repo.put_alarm_watch(name, "ep", "op-a", ttl_seconds=60)
+        assert repo.alarm_watches(name) == [watch]
+    assert repo.alarm_watches("team") == []  # '#' inside the name does not leak into other keys
+    for bad in ("", "x" * (ALARM_NAME_MAX_LENGTH + 1)):
+        for call in (
+            lambda name: repo.put_alarm_watch(name, "ep", "op-a", ttl_seconds=60),
+            repo.alarm_watches,
+            lambda name: repo.delete_alarm_watches("op-a", [name]),
+        ):
+            with pytest.raises(InvalidInput) as excinfo:
+                call(bad)
+            assert excinfo.value.field == "alarm_name"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "operation_id", "ttl", "field"),
+    [("ep#1", "op-a", 60, "endpoint"), ("ep", "", 60, "operation_id"), ("ep", "op-a", 0, "ttl_seconds")],
+)
+def test_alarm_watch_rejects_bad_input(
+    repo: Repository, recorder: RecordingClient, endpoint: str, operation_id: str, ttl: float, field: str
+) -> None:
+    with pytest.raises(InvalidInput) as excinfo:
+        repo.put_alarm_watch("alarm", endpoint, operation_id, ttl_seconds=ttl)
+    assert excinfo.value.field == field
+    assert recorder.calls == []
+
+
+def test_delete_alarm_watches_of_one_operation(repo: Repository) -> None:
+    repo.put_alarm_watch("ep-errors", "ep", "op-a", ttl_seconds=60)
+    repo.put_alarm_watch("ep-latency", "ep", "op-a", ttl_seconds=60)
+    other_op = repo.put_alarm_watch("ep-errors", "ep", "op-b", ttl_seconds=60)
+
+    repo.delete_alarm_watches("op-a", ["ep-errors", "ep-latency", "ep-errors", "never-watched"])
+
+    assert repo.alarm_watches("ep-errors") == [other_op]
+    assert repo.alarm_watches("ep-latency") == []
+    repo.delete_alarm_watches("op-a", [])
+
+
 # --- construction ---------------------------------------------------------------------------------------
 
 
@@ -717,3 +948,30 @@ def test_unstorable_data_is_refused_before_anything_is_written(repo: Repository)
 
     assert repo.append_timeline(op.id, "step", "good").seq == 1
     assert repo.get_operation(op.id).status is S.PENDING
+
+
+def test_pages_follow_each_other_without_gaps_or_repeats(
+    repo: Repository, recorder: RecordingClient, clock: FakeClock
+) -> None:
+    ids = []
+    for i in range(25):
+        ids.append(repo.create_operation("deployment" if i % 3 else "scaling", "ep", {}).id)
+        clock.advance(1)
+    for done in ids[:5]:
+        repo.transition(done, OperationStatus.REFUSED)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = repo.page_operations("ep", kind="deployment", limit=4, cursor=cursor)
+        assert len(page) <= 4
+        seen += [r.id for r in page]
+        if cursor is None:
+            break
+    wanted = [i for n, i in enumerate(ids) if n % 3]
+    assert sorted(seen) == sorted(wanted) and len(seen) == len(set(seen))
+    refused, _ = repo.page_operations("ep", status=OperationStatus.REFUSED, limit=50)
+    assert sorted(r.id for r in refused) == sorted(ids[:5])
+    with pytest.raises(InvalidInput) as bad:
+        repo.page_operations("ep", cursor="not-a-cursor")
+    assert bad.value.field == "nextToken"
+    assert "scan" not in recorder.calls

@@ -6,19 +6,31 @@ does not fail a rollout; a large shift with too little data does not pass it); e
 two-proportion z-test plus an absolute ceiling. Too little data is never a pass: the verdict is
 INCONCLUSIVE and the flow extends the bake. A critical metric fails the whole verdict on its own.
 Pure Python and deterministic (no SciPy in the Lambda layer: it would triple the cold start).
+
+`collect` reads the two variants' CloudWatch series in one GetMetricData request and turns them into the
+judge's metrics; `evaluate` judges them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_cloudwatch.type_defs import MetricDataQueryTypeDef
+
+    from inferops.planner import Analysis
+
 PASS_THRESHOLD = 95.0
 MARGINAL_THRESHOLD = 75.0
+SAGEMAKER_NAMESPACE = "AWS/SageMaker"
+MAX_QUERIES = 500  # GetMetricData's limit per request
 
 
 class Outcome(StrEnum):
@@ -230,6 +242,161 @@ def _verdict(
         canary=canary,
         critical=metric.critical,
     )
+
+
+# ---------------------------------------------------------------- CloudWatch
+class VariantWindow(_Frozen):
+    """One side of the comparison: a production variant and the endpoint config it serves."""
+
+    variant_name: str
+    endpoint_config_name: str
+
+
+def evaluate(
+    cloudwatch: CloudWatchClient,
+    spec: Analysis,
+    *,
+    endpoint: str,
+    baseline: VariantWindow,
+    canary: VariantWindow,
+    start: datetime,
+    end: datetime,
+) -> Verdict:
+    """Judge the canary variant against the baseline variant over [start, end)."""
+    return judge(collect(cloudwatch, spec, endpoint=endpoint, baseline=baseline, canary=canary, start=start, end=end))
+
+
+def collect(
+    cloudwatch: CloudWatchClient,
+    spec: Analysis,
+    *,
+    endpoint: str,
+    baseline: VariantWindow,
+    canary: VariantWindow,
+    start: datetime,
+    end: datetime,
+) -> list[Metric]:
+    """Both variants' series, one datapoint per `spec.interval_seconds`, as the judge's metrics.
+
+    ModelLatency (per-period Average) is critical like the 5XX rate: `max_latency_increase_percent` is a
+    limit, as the native path's latency alarm is. A period CloudWatch has no datapoint for is left out,
+    never read as zero, so an idle canary is short of data rather than healthy.
+    """
+    period = spec.interval_seconds
+    queries: list[MetricDataQueryTypeDef] = []
+    for side, window in (("baseline", baseline), ("canary", canary)):
+        variant = {"EndpointName": endpoint, "VariantName": window.variant_name}
+        queries += [
+            _query(f"{key}_{side}", SAGEMAKER_NAMESPACE, name, stat, variant, period) for key, name, stat in _BUILT_IN
+        ]
+        for index, custom in enumerate(spec.metrics):
+            filled = custom.dimensions_for(
+                endpoint=endpoint, variant=window.variant_name, config=window.endpoint_config_name
+            )
+            queries.append(
+                _query(f"custom{index}_{side}", custom.namespace, custom.metric_name, custom.stat, filled, period)
+            )
+    series = _get_metric_data(cloudwatch, queries, start, end)
+
+    def values(key: str, side: str) -> list[float]:
+        return list(series[f"{key}_{side}"].values())
+
+    def rate(name: str, key: str, *, critical: bool, max_rate: float | None) -> RateMetric:
+        base_events, base_trials = _events_and_trials(series[f"{key}_baseline"], series["invocations_baseline"])
+        can_events, can_trials = _events_and_trials(series[f"{key}_canary"], series["invocations_canary"])
+        return RateMetric(
+            name=name,
+            baseline_events=base_events,
+            baseline_trials=base_trials,
+            canary_events=can_events,
+            canary_trials=can_trials,
+            max_rate=max_rate,
+            min_trials=max(1, spec.min_requests),
+            critical=critical,
+        )
+
+    metrics: list[Metric] = [
+        DistributionMetric(
+            name="ModelLatency",
+            baseline=values("latency", "baseline"),
+            canary=values("latency", "canary"),
+            bad_direction="increase",
+            tolerance=spec.max_latency_increase_percent / 100,
+            min_samples=spec.min_samples,
+            critical=True,
+        ),
+        rate("Invocation5XXErrors", "errors5xx", critical=True, max_rate=spec.max_error_rate),
+        rate("Invocation4XXErrors", "errors4xx", critical=False, max_rate=None),
+    ]
+    metrics += [
+        DistributionMetric(
+            name=f"{custom.namespace}/{custom.metric_name} {custom.stat}",
+            baseline=values(f"custom{index}", "baseline"),
+            canary=values(f"custom{index}", "canary"),
+            bad_direction=custom.bad,
+            tolerance=custom.tolerance_percent / 100,
+            min_samples=spec.min_samples,
+            critical=custom.critical,
+        )
+        for index, custom in enumerate(spec.metrics)
+    ]
+    return metrics
+
+
+# (query id prefix, SageMaker metric, statistic): ids must match CloudWatch's ^[a-z][a-zA-Z0-9_]*$
+_BUILT_IN = (
+    ("latency", "ModelLatency", "Average"),
+    ("invocations", "Invocations", "Sum"),
+    ("errors5xx", "Invocation5XXErrors", "Sum"),
+    ("errors4xx", "Invocation4XXErrors", "Sum"),
+)
+
+
+def _query(
+    query_id: str, namespace: str, name: str, stat: str, dimensions: dict[str, str], period: int
+) -> MetricDataQueryTypeDef:
+    return {
+        "Id": query_id,
+        "MetricStat": {
+            "Metric": {
+                "Namespace": namespace,
+                "MetricName": name,
+                "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()],
+            },
+            "Period": period,
+            "Stat": stat,
+        },
+        "ReturnData": True,
+    }
+
+
+def _get_metric_data(
+    cloudwatch: CloudWatchClient, queries: list[MetricDataQueryTypeDef], start: datetime, end: datetime
+) -> dict[str, dict[datetime, float]]:
+    """Every query's datapoints by timestamp, across pages; a query CloudWatch could not answer has none."""
+    series: dict[str, dict[datetime, float]] = {q["Id"]: {} for q in queries}
+    unanswered: set[str] = set()
+    paginator = cloudwatch.get_paginator("get_metric_data")
+    for offset in range(0, len(queries), MAX_QUERIES):
+        pages = paginator.paginate(
+            MetricDataQueries=queries[offset : offset + MAX_QUERIES],
+            StartTime=start,
+            EndTime=end,
+            ScanBy="TimestampAscending",
+        )
+        for page in pages:
+            for result in page["MetricDataResults"]:
+                query_id = result["Id"]
+                if result.get("StatusCode") in ("InternalError", "Forbidden"):
+                    unanswered.add(query_id)
+                series[query_id].update(zip(result.get("Timestamps", []), result.get("Values", []), strict=True))
+    return {query_id: {} if query_id in unanswered else points for query_id, points in series.items()}
+
+
+def _events_and_trials(events: dict[datetime, float], trials: dict[datetime, float]) -> tuple[int, int]:
+    """Sums over the periods both series have a datapoint for: a missing error count is unknown, not zero."""
+    both = sorted(events.keys() & trials.keys())
+    return round(sum(events[t] for t in both)), round(sum(trials[t] for t in both))
 
 
 # ---------------------------------------------------------------- statistics

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inferops.errors import InvalidInput
+from inferops.storage import WaitPurpose
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 ENDPOINT_STATE_CHANGE = "SageMaker Endpoint State Change"
 DEPLOYMENT_STATE_CHANGE = "SageMaker Endpoint Deployment State Change"
-WAIT_PURPOSE = "endpoint-update"
+WAIT_PURPOSE = WaitPurpose.ENDPOINT_UPDATE
 TOKEN_TTL_SECONDS = 8 * 3600 + 3600  # the longest native rollout (28,800 s) and an hour of margin
 STATUSES = {
     "OUT_OF_SERVICE": "OutOfService",

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from inferops import catalog
 from inferops.endpoints import EndpointSnapshot, ModelCheck, VariantSnapshot
@@ -106,13 +107,80 @@ class Managed(_Strict):
 Strategy = Annotated[AllAtOnce | Canary | Linear | Rolling | Managed, Field(discriminator="type")]
 
 
-class Analysis(_Strict):
-    """Canary analysis gates for the managed path (the deployment flow runs them between steps)."""
+PLACEHOLDERS = ("endpoint", "variant", "config")
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
+_BASIC_STATS = ("Average", "Sum", "Minimum", "Maximum", "SampleCount")
+_PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d{1,2})?|100(\.0{1,2})?)$")  # CloudWatch's pNN.NN, p0 to p100
 
-    interval_seconds: int = Field(default=60, ge=10, le=3600)
-    min_requests: int = Field(default=100, ge=0)
-    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+
+class CustomMetric(_Strict):
+    """A CloudWatch metric compared per variant, like ModelLatency, for what the built-in metrics miss.
+
+    Dimension values may name the variant being read: `{endpoint}`, `{variant}` and `{config}` (its
+    EndpointConfigName) are filled in for the baseline and for the canary.
+    """
+
+    namespace: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^:].*$")]
+    metric_name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    stat: str = Field(default="Average", description="Average, Sum, Minimum, Maximum, SampleCount or pNN.NN")
+    dimensions: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=255)],
+        Annotated[str, StringConstraints(min_length=1, max_length=1024)],
+    ] = Field(default_factory=dict, max_length=30, description="CloudWatch allows 30 dimensions per metric")
+    bad: Literal["increase", "decrease"] = Field(description="the direction in which the canary is worse")
+    tolerance_percent: float = Field(default=10.0, ge=0, description="relative median shift allowed")
+    critical: bool = Field(default=False, description="a failure of this metric fails the analysis alone")
+
+    @field_validator("stat")
+    @classmethod
+    def _known_stat(cls, value: str) -> str:
+        if value in _BASIC_STATS or _PERCENTILE.match(value):
+            return value
+        raise ValueError(f"unknown statistic {value!r}: use {', '.join(_BASIC_STATS)} or a percentile like p99.9")
+
+    @field_validator("dimensions")
+    @classmethod
+    def _known_placeholders(cls, value: dict[str, str]) -> dict[str, str]:
+        allowed = ", ".join(f"{{{name}}}" for name in PLACEHOLDERS)
+        for key, text in value.items():
+            rest = _PLACEHOLDER.sub("", text)
+            if "{" in rest or "}" in rest:
+                raise ValueError(f"dimension {key}={text!r}: the only placeholders are {allowed}")
+        return value
+
+    def dimensions_for(self, *, endpoint: str, variant: str, config: str) -> dict[str, str]:
+        """The dimensions of one variant's series, placeholders filled."""
+        values = {"endpoint": endpoint, "variant": variant, "config": config}
+        return {key: _PLACEHOLDER.sub(lambda m: values[m.group(1)], text) for key, text in self.dimensions.items()}
+
+
+class Analysis(_Strict):
+    """Canary analysis gates for the managed path (the deployment flow runs them between steps).
+
+    Each analysis compares the canary variant with the baseline variant over the bake window, one
+    datapoint per `interval_seconds`; too little data extends the bake rather than passing it.
+    """
+
+    interval_seconds: int = Field(
+        default=60, ge=10, le=3600, description="CloudWatch period; SageMaker publishes 1-minute metrics"
+    )
+    min_requests: int = Field(default=100, ge=0, description="requests per variant before error rates are judged")
+    max_error_rate: float = Field(default=0.01, ge=0, le=1, description="canary 5XX rate that fails on its own")
     max_latency_increase_percent: float = Field(default=20.0, ge=0)
+    min_samples: int = Field(default=5, ge=3, description="datapoints per variant before a distribution is judged")
+    metrics: list[CustomMetric] = Field(default_factory=list, max_length=10, description="custom metrics to compare")
+    max_extensions: int = Field(default=3, ge=0, le=10, description="bake extensions on Inconclusive before failing")
+    on_marginal: Literal["rollback", "continue", "pause"] = "rollback"
+
+    @field_validator("interval_seconds")
+    @classmethod
+    def _whole_minutes(cls, value: int) -> int:
+        if value % 60:
+            raise ValueError(
+                f"{value} is not a multiple of 60: SageMaker publishes one datapoint a minute, "
+                "so a shorter or fractional period has nothing to aggregate"
+            )
+        return value
 
 
 class DeploymentRequest(_Strict):

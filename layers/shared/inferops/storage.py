@@ -1,4 +1,4 @@
-"""Single-table DynamoDB storage for operations, timelines, endpoint locks and task tokens.
+"""Single-table DynamoDB storage for operations, timelines, endpoint locks, task tokens and alarm watches.
 
 Why one table: every request path reads by key (no Scan), the records of one operation live under one
 partition, and conditional writes give us the concurrency guarantees the flows rely on (one operation per
@@ -17,24 +17,31 @@ timeline entry  ``OP#<id>``             ``TL#<at>#<seq, 8 digits>``     -
 endpoint lock   ``LOCK#<endpoint>``     ``LOCK``                        -
 task token      ``TOKEN#<endpoint>``    ``<purpose>``                   -
 endpoint state  ``EPSTATE#<endpoint>``  ``endpoint`` | ``deployment``   -
+alarm watch     ``ALARM#<alarm name>``  ``<operation id>``              -
 ==============  ======================  ==============================  =================================
+
+Alarm names may contain ``#`` (CloudWatch allows any printable character): harmless, because an alarm watch's
+``pk`` is only ever matched whole, never by prefix.
 
 Attributes besides the keys:
 
 - operation: id, kind, endpoint, status, created_at, updated_at, request (map), result (map, optional),
   version (N, optimistic counter), timeline_seq (N, last timeline sequence number), expires_at (N, set when
-  the operation reaches a terminal status: then + ``TERMINAL_RETENTION_DAYS``).
+  the operation reaches a terminal status: then + ``TERMINAL_RETENTION_DAYS``), plan (map, optional),
+  execution_arn (optional), stop_request (map: kind, reason, by, at; optional, written once).
 - timeline entry: operation_id, at, seq, kind, message, data (map), expires_at (the operation's when it is
   terminal, else ``TIMELINE_RETENTION_DAYS`` from the write).
 - endpoint lock: endpoint, owner (operation id), acquired_at, lease_expires_at (N, epoch seconds),
   expires_at (lease expiry + ``LOCK_TTL_GRACE_SECONDS``, so stale locks eventually disappear).
 - task token: endpoint, purpose, token, operation_id, created_at, expires_at.
+- alarm watch: alarm_name, endpoint, operation_id, created_at, expires_at.
 
 Time comes only from the injected clock: the local twin drives it virtually.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import secrets
@@ -59,6 +66,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 __all__ = [
+    "ALARM_NAME_MAX_LENGTH",
     "ALLOWED_TRANSITIONS",
     "DEFAULT_LIST_LIMIT",
     "GSI1_NAME",
@@ -66,12 +74,14 @@ __all__ = [
     "TERMINAL_RETENTION_DAYS",
     "TERMINAL_STATUSES",
     "TIMELINE_RETENTION_DAYS",
+    "AlarmWatch",
     "EndpointLock",
     "OperationRecord",
     "OperationStatus",
     "Repository",
     "TaskToken",
     "TimelineEntry",
+    "WaitPurpose",
     "format_timestamp",
 ]
 
@@ -83,6 +93,8 @@ LOCK_TTL_GRACE_SECONDS = 86_400
 """A lock item outlives its lease by this much, so a crashed owner's lock is eventually removed."""
 DEFAULT_LIST_LIMIT = 20
 GSI1_NAME = "gsi1"
+ALARM_NAME_MAX_LENGTH = 255
+"""CloudWatch's limit; alarm names are otherwise free text, so they are not held to the key-part rules."""
 
 _DAY = 86_400
 _SEQ_WIDTH = 8
@@ -103,6 +115,14 @@ class OperationStatus(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_STATUSES
+
+
+class WaitPurpose(StrEnum):
+    """What a flow waits for when it stores a task token under an endpoint (the token item's sort key)."""
+
+    ENDPOINT_UPDATE = "endpoint-update"
+    BAKE = "bake"
+    APPROVAL = "approval"
 
 
 _S = OperationStatus
@@ -160,6 +180,10 @@ class OperationRecord(_Record):
     result: dict[str, Any] | None = None
     version: int = 1
     expires_at: int | None = None
+    plan: dict[str, Any] | None = None
+    execution_arn: str | None = None
+    stop_request: dict[str, Any] | None = None
+    """Who asked the flow to stop, why and when (kind, reason, by, at): the first request wins."""
 
     @property
     def terminal(self) -> bool:
@@ -198,6 +222,16 @@ class TaskToken(_Record):
     endpoint: str
     purpose: str
     token: str
+    operation_id: str
+    created_at: Timestamp
+    expires_at: int
+
+
+class AlarmWatch(_Record):
+    """The flow of `operation_id` watches `alarm_name`: the alarm going into ALARM stops the operation."""
+
+    alarm_name: str
+    endpoint: str
     operation_id: str
     created_at: Timestamp
     expires_at: int
@@ -272,6 +306,24 @@ def _check_key_part(value: str, field: str) -> str:
     return value
 
 
+def _check_alarm_name(value: str) -> str:
+    if not 1 <= len(value) <= ALARM_NAME_MAX_LENGTH:
+        raise InvalidInput(
+            f"alarm_name must be 1-{ALARM_NAME_MAX_LENGTH} characters, got {len(value)}: {value[:40]!r}", "alarm_name"
+        )
+    return value
+
+
+def _check_ttl(ttl_seconds: float) -> None:
+    if not ttl_seconds > 0:
+        raise InvalidInput(f"ttl_seconds must be positive, got {ttl_seconds}", "ttl_seconds")
+
+
+# One condition for "the operation is still running", shared by the writes that only make sense until it ends.
+_TERMINAL_VALUES = {f":terminal{n}": _string(status) for n, status in enumerate(sorted(TERMINAL_STATUSES))}
+_NOT_TERMINAL = f"NOT #status IN ({', '.join(_TERMINAL_VALUES)})"
+
+
 # --- repository ---------------------------------------------------------------------------------------
 
 
@@ -309,7 +361,13 @@ class Repository:
         return f"op-{_datetime(self.now()).strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
 
     def create_operation(
-        self, kind: str, endpoint: str, request: dict[str, Any], operation_id: str | None = None
+        self,
+        kind: str,
+        endpoint: str,
+        request: dict[str, Any],
+        operation_id: str | None = None,
+        *,
+        plan: dict[str, Any] | None = None,
     ) -> OperationRecord:
         """Store a new PENDING operation; an existing id is a Conflict (the API's idempotency key)."""
         _check_key_part(endpoint, "endpoint")
@@ -332,6 +390,7 @@ class Repository:
             updated_at=created,
             request=request,
             version=1,
+            plan=plan,
         )
         item = _serialize(
             {
@@ -428,10 +487,70 @@ class Repository:
             ) from err
         return OperationRecord.model_validate(_deserialize(response["Attributes"]))
 
-    def list_operations(
-        self, endpoint: str, *, limit: int = DEFAULT_LIST_LIMIT, kind: str | None = None
-    ) -> list[OperationRecord]:
-        """An endpoint's operations, newest first (Query on gsi1: eventually consistent, never a Scan)."""
+    def save_plan(self, operation_id: str, plan: dict[str, Any]) -> OperationRecord:
+        """Store (or replace) the plan the flow follows; a finished operation's plan is history: Conflict."""
+        record, written = self._set_on_operation(
+            operation_id, {"plan": plan}, condition=_NOT_TERMINAL, names={"#status": "status"}, values=_TERMINAL_VALUES
+        )
+        if not written:
+            raise _ended(record)
+        return record
+
+    def set_execution(self, operation_id: str, execution_arn: str) -> OperationRecord:
+        """Record the Step Functions execution driving the operation: one per operation, repeating it is fine."""
+        if not execution_arn:
+            raise InvalidInput("execution_arn must not be empty", "execution_arn")
+        record, written = self._set_on_operation(
+            operation_id,
+            {"execution_arn": execution_arn},
+            condition="attribute_not_exists(#execution_arn) OR #execution_arn = :execution_arn",
+        )
+        if not written:
+            raise Conflict(
+                f"operation {operation_id} is already driven by execution {record.execution_arn}", "execution_arn"
+            )
+        return record
+
+    def request_stop(
+        self, operation_id: str, *, kind: Literal["abort", "alarm"], reason: str, by: str
+    ) -> OperationRecord:
+        """Ask a running operation's flow to stop (roll back); the flow honours it at its next step.
+
+        One conditional write: the first request wins and later ones return the record unchanged (an operator
+        and an alarm may both ask, events repeat). An operation that already ended is a Conflict.
+        """
+        if kind not in ("abort", "alarm"):
+            raise InvalidInput(f"kind must be abort or alarm, got {kind!r}", "kind")
+        if not reason:
+            raise InvalidInput("reason must not be empty", "reason")
+        if not by:
+            raise InvalidInput("by must not be empty", "by")
+        stop = {"kind": kind, "reason": reason, "by": by, "at": format_timestamp(_datetime(self.now()))}
+        record, written = self._set_on_operation(
+            operation_id,
+            {"stop_request": stop},
+            condition=f"attribute_not_exists(#stop_request) AND {_NOT_TERMINAL}",
+            names={"#status": "status"},
+            values=_TERMINAL_VALUES,
+        )
+        if not written and record.terminal:
+            raise _ended(record)
+        return record
+
+    def page_operations(
+        self,
+        endpoint: str,
+        *,
+        kind: str | None = None,
+        status: OperationStatus | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+        cursor: str | None = None,
+    ) -> tuple[list[OperationRecord], str | None]:
+        """One page of an endpoint's operations, newest first, and the cursor of the next page (None: last).
+
+        A Query on gsi1 (eventually consistent, never a Scan). Filters apply after DynamoDB reads a page, so
+        the cursor is the last *returned* record's key: no record is skipped or repeated between pages.
+        """
         _check_key_part(endpoint, "endpoint")
         if limit < 1:
             raise InvalidInput(f"limit must be at least 1, got {limit}", "limit")
@@ -442,18 +561,45 @@ class Repository:
             "ExpressionAttributeValues": {":pk": _string(f"EP#{endpoint}"), ":prefix": _string("OP#")},
             "ScanIndexForward": False,
             # Limit counts items read before the filter: read bigger pages when filtering.
-            "Limit": limit if kind is None else max(limit, 100),
+            "Limit": limit + 1 if kind is None and status is None else max(limit + 1, 100),
         }
+        filters, names = [], {}
         if kind is not None:
-            kwargs["FilterExpression"] = "#kind = :kind"
-            kwargs["ExpressionAttributeNames"] = {"#kind": "kind"}
+            filters.append("#kind = :kind")
+            names["#kind"] = "kind"
             kwargs["ExpressionAttributeValues"][":kind"] = _string(kind)
+        if status is not None:
+            filters.append("#status = :status")
+            names["#status"] = "status"
+            kwargs["ExpressionAttributeValues"][":status"] = _string(_status(status))
+        if filters:
+            kwargs["FilterExpression"] = " AND ".join(filters)
+            kwargs["ExpressionAttributeNames"] = names
+        if cursor:
+            kwargs["ExclusiveStartKey"] = self._cursor_key(endpoint, cursor)
         records: list[OperationRecord] = []
         for item in self._query(kwargs):
+            if len(records) == limit:  # one more exists: the page ends at the last record returned
+                last = records[-1]
+                token = f"{format_timestamp(last.created_at)}#{last.id}"
+                return records, base64.urlsafe_b64encode(token.encode()).decode()
             records.append(OperationRecord.model_validate(_deserialize(item)))
-            if len(records) >= limit:
-                break
-        return records
+        return records, None
+
+    @staticmethod
+    def _cursor_key(endpoint: str, cursor: str) -> dict[str, Any]:
+        try:
+            created, operation_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("#", 1)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise InvalidInput("nextToken is not a token this API returned", "nextToken") from error
+        if not _ID_RE.match(operation_id):
+            raise InvalidInput("nextToken is not a token this API returned", "nextToken")
+        return {
+            "gsi1pk": _string(f"EP#{endpoint}"),
+            "gsi1sk": _string(f"OP#{created}#{operation_id}"),
+            "pk": _string(f"OP#{operation_id}"),
+            "sk": _string("META"),
+        }
 
     # --- timeline -------------------------------------------------------------------------------------
 
@@ -625,8 +771,7 @@ class Repository:
         """
         _check_key_part(endpoint, "endpoint")
         _check_key_part(purpose, "purpose")
-        if ttl_seconds <= 0:
-            raise InvalidInput(f"ttl_seconds must be positive, got {ttl_seconds}", "ttl_seconds")
+        _check_ttl(ttl_seconds)
         now = self.now()
         record = TaskToken(
             endpoint=endpoint,
@@ -699,7 +844,88 @@ class Repository:
             return "duplicate" if old.get("fingerprint") == fingerprint else "stale"
         return "new"
 
+    # --- alarm watches ---------------------------------------------------------------------------------
+
+    def put_alarm_watch(self, alarm_name: str, endpoint: str, operation_id: str, ttl_seconds: float) -> AlarmWatch:
+        """Register (or refresh) that the operation's flow watches the alarm; the TTL bounds a crashed flow's watch."""
+        _check_alarm_name(alarm_name)
+        _check_key_part(endpoint, "endpoint")
+        _check_key_part(operation_id, "operation_id")
+        _check_ttl(ttl_seconds)
+        now = self.now()
+        watch = AlarmWatch(
+            alarm_name=alarm_name,
+            endpoint=endpoint,
+            operation_id=operation_id,
+            created_at=_datetime(now),
+            expires_at=math.ceil(now + ttl_seconds),
+        )
+        item = _serialize({**self._watch_key_attrs(alarm_name, operation_id), **watch.model_dump(mode="json")})
+        self.client.put_item(TableName=self.table_name, Item=item)
+        return watch
+
+    def alarm_watches(self, alarm_name: str) -> list[AlarmWatch]:
+        """The live watches of an alarm, by operation id (one Query; expired ones are left out, TTL lags)."""
+        _check_alarm_name(alarm_name)
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": _string(f"ALARM#{alarm_name}")},
+            "ConsistentRead": True,
+        }
+        now = self.now()
+        watches = (AlarmWatch.model_validate(_deserialize(item)) for item in self._query(kwargs))
+        return [watch for watch in watches if watch.expires_at > now]
+
+    def delete_alarm_watches(self, operation_id: str, alarm_names: Iterable[str]) -> None:
+        """Stop watching: the operation's flow is done with these alarms (missing watches are fine)."""
+        names = [_check_alarm_name(name) for name in dict.fromkeys(alarm_names)]
+        for name in names:
+            self.client.delete_item(
+                TableName=self.table_name,
+                Key={k: _string(v) for k, v in self._watch_key_attrs(name, operation_id).items()},
+            )
+
     # --- helpers --------------------------------------------------------------------------------------
+
+    def _set_on_operation(
+        self,
+        operation_id: str,
+        fields: Mapping[str, Any],
+        *,
+        condition: str,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> tuple[OperationRecord, bool]:
+        """SET `fields` and updated_at on an existing operation if `condition` holds, in one UpdateItem.
+
+        `condition` may use `#<field>` and `:<field>` of `fields`. Returns (the new record, True), or (the record
+        as it was, False) when the condition failed; a missing operation is NotFound. The status version is left
+        alone: these fields annotate the operation, they don't decide its status.
+        """
+        attributes = _serialize({**fields, "updated_at": format_timestamp(_datetime(self.now()))})
+        try:
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=self._op_key(operation_id),
+                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in attributes),
+                ConditionExpression=f"attribute_exists(pk) AND ({condition})",
+                ExpressionAttributeNames={**{f"#{name}": name for name in attributes}, **(names or {})},
+                ExpressionAttributeValues={
+                    **{f":{name}": value for name, value in attributes.items()},
+                    **(values or {}),
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if not _condition_failed(err):
+                raise
+            old = _old_item(err)
+            if old is None:
+                raise NotFound(f"operation {operation_id} does not exist", "operation_id") from err
+            return OperationRecord.model_validate(old), False
+        return OperationRecord.model_validate(_deserialize(response["Attributes"])), True
 
     def _query(self, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
         while True:
@@ -721,6 +947,10 @@ class Repository:
     @staticmethod
     def _token_key_attrs(endpoint: str, purpose: str) -> dict[str, str]:
         return {"pk": f"TOKEN#{endpoint}", "sk": purpose}
+
+    @staticmethod
+    def _watch_key_attrs(alarm_name: str, operation_id: str) -> dict[str, str]:
+        return {"pk": f"ALARM#{alarm_name}", "sk": operation_id}
 
     def _token_key(self, endpoint: str, purpose: str) -> dict[str, Any]:
         return {k: _string(v) for k, v in self._token_key_attrs(endpoint, purpose).items()}
@@ -773,6 +1003,10 @@ def _status(value: str) -> OperationStatus:
     except ValueError:
         known = ", ".join(OperationStatus)
         raise InvalidInput(f"unknown operation status {value!r} (known: {known})", "status") from None
+
+
+def _ended(record: OperationRecord) -> Conflict:
+    return Conflict(f"operation {record.id} already ended as {record.status}", "status")
 
 
 def _check_transition(operation_id: str, current: OperationStatus, to_status: OperationStatus) -> None:

@@ -1,0 +1,185 @@
+"""Reactions to CloudWatch alarm state changes: an alarm in ALARM stops the operations watching it.
+
+A flow that watches alarms (a managed deployment's rollback alarms, a shadow test's guard alarms) registers an
+alarm watch per alarm for its operation. When one of them reports ALARM, the operation gets a stop request
+(the first request wins; the flow honours it at its next step) and, if the flow is parked in a bake or an
+approval wait, that wait's task fails with `AlarmTriggered`, so a managed deployment rolls back at once
+instead of at the end of its bake. EventBridge delivers at least once: a repeat finds the stop already
+recorded and the task token gone, and a retried delivery fails a token the first one had to put back.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inferops.errors import Conflict, InvalidInput, NotFound
+from inferops.storage import ALARM_NAME_MAX_LENGTH, WaitPurpose
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
+    from inferops.storage import AlarmWatch, Repository, TaskToken
+
+STOP_ERROR = "AlarmTriggered"
+"""The error a parked wait fails with: the flows catch it and roll back."""
+STOPPABLE_WAITS = (WaitPurpose.BAKE, WaitPurpose.APPROVAL)
+_GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
+
+AlarmStateValue = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    value: AlarmStateValue
+    reason: str = ""
+    timestamp: datetime
+
+
+class _Configuration(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    alarmRule: str | None = None  # only composite alarms have one; metric alarms list `metrics`
+
+
+class _Detail(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    alarmName: str = Field(min_length=1, max_length=ALARM_NAME_MAX_LENGTH)
+    state: _State
+    previousState: _State
+    configuration: _Configuration = Field(default_factory=_Configuration)
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: str
+    detail_type: Literal["CloudWatch Alarm State Change"] = Field(alias="detail-type")
+    source: Literal["aws.cloudwatch"]
+    time: datetime
+    detail: _Detail
+
+
+class AlarmChange(BaseModel):
+    """One alarm state change: what the reaction and the timeline use."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    alarm_name: str
+    state: AlarmStateValue
+    previous_state: AlarmStateValue
+    reason: str
+    changed_at: datetime
+    alarm_rule: str | None
+    """The rule of a composite alarm (its reason names the child alarm that changed it); None for metric alarms."""
+
+    def describe(self) -> str:
+        kind = "composite alarm" if self.alarm_rule is not None else "alarm"
+        return f"{kind} {self.alarm_name} {self.previous_state} -> {self.state}: {self.reason}"
+
+
+def normalize(event: dict[str, Any]) -> AlarmChange:
+    """Parse an EventBridge event; malformed input is an InvalidInput naming the field (dead-lettered)."""
+    try:
+        envelope = _Envelope.model_validate(event)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"not a CloudWatch alarm state change: {field}: {first['msg']}", field=field) from error
+    detail = envelope.detail
+    return AlarmChange(
+        event_id=envelope.id,
+        alarm_name=detail.alarmName,
+        state=detail.state.value,
+        previous_state=detail.previousState.value,
+        reason=detail.state.reason,
+        changed_at=detail.state.timestamp,
+        alarm_rule=detail.configuration.alarmRule,
+    )
+
+
+def react(change: AlarmChange, repo: Repository, stepfunctions: SFNClient) -> dict[str, Any]:
+    """Stop every running operation that watches the alarm, and fail the bake or approval wait it is parked in.
+
+    Acts on any event whose state is ALARM (a composite alarm's suppression changes repeat ALARM -> ALARM): an
+    alarm in ALARM is reason enough to stop, as it is for SageMaker's own guardrails, and stopping is idempotent.
+    """
+    summary: dict[str, Any] = {"action": "ignored", "alarm": change.alarm_name}
+    if change.state != "ALARM":
+        return {**summary, "reason": f"the alarm went {change.state}: only ALARM stops operations"}
+    watches = repo.alarm_watches(change.alarm_name)
+    if not watches:
+        return {**summary, "reason": "no running operation watches this alarm"}
+    reason = f"alarm {change.alarm_name} went into ALARM: {change.reason}"
+    outcome: dict[str, list[str]] = {"stopped": [], "already_stopping": [], "ended": []}
+    tokens: dict[str, str] = {}
+    for watch in watches:
+        verdict = _stop(watch, change, reason, repo)
+        outcome[verdict].append(watch.operation_id)
+        if verdict != "ended":
+            tokens |= _fail_waits(watch, reason, repo, stepfunctions)
+    stopping = outcome["stopped"] or outcome["already_stopping"]
+    return {**summary, "action": "stopped" if stopping else "ignored", **outcome, "tokens": tokens}
+
+
+def _stop(
+    watch: AlarmWatch, change: AlarmChange, reason: str, repo: Repository
+) -> Literal["stopped", "already_stopping", "ended"]:
+    """Record the stop request; only the delivery that records it writes the timeline entry."""
+    try:
+        current = repo.get_operation(watch.operation_id)
+    except NotFound:  # the watch outlived its operation (both expire by TTL)
+        return "ended"
+    if current.terminal:
+        return "ended"
+    if current.stop_request is not None:  # a repeat of this event, or an earlier abort or alarm
+        return "already_stopping"
+    by = f"alarm:{change.alarm_name}"
+    try:
+        stopped = repo.request_stop(watch.operation_id, kind="alarm", reason=reason, by=by)
+    except Conflict:  # it ended between our read and our write
+        return "ended"
+    recorded = stopped.stop_request or {}
+    if (recorded.get("by"), recorded.get("reason")) != (by, reason):  # another stop won the race
+        return "already_stopping"
+    repo.append_timeline(watch.operation_id, "alarm", reason, change.model_dump(mode="json"))
+    return "stopped"
+
+
+def _fail_waits(watch: AlarmWatch, reason: str, repo: Repository, stepfunctions: SFNClient) -> dict[str, str]:
+    """Fail the operation's parked bake/approval task, so its flow's catch rolls back now."""
+    results: dict[str, str] = {}
+    for purpose in STOPPABLE_WAITS:
+        token = repo.take_task_token(watch.endpoint, purpose)
+        if token is None:
+            continue
+        if token.operation_id != watch.operation_id:  # another operation's wait: not ours to end
+            _put_back(repo, token)
+            continue
+        key = f"{watch.operation_id}:{purpose}"
+        try:
+            stepfunctions.send_task_failure(taskToken=token.token, error=STOP_ERROR, cause=reason)
+        except stepfunctions.exceptions.ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in _GONE:  # the flow already moved on; it finds the stop request at its next step
+                results[key] = f"gone ({code})"
+                continue
+            _put_back(repo, token)
+            raise  # EventBridge retries; the retry finds the stop recorded and fails the token again
+        results[key] = "failed"
+    return results
+
+
+def _put_back(repo: Repository, token: TaskToken) -> None:
+    """Restore a token we took but did not deliver, with its original creation time and expiry."""
+    remaining = token.expires_at - math.ceil(repo.now())  # whole seconds: put back, it expires at the same second
+    if remaining > 0:  # a token that expires meanwhile stays gone, as TTL would remove it
+        repo.put_task_token(
+            token.endpoint, token.purpose, token.token, token.operation_id, remaining, created_at=token.created_at
+        )

@@ -1,0 +1,104 @@
+"""Shared set-up for flows on the twin: an endpoint serving real traffic, a deployment through the real API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twin.cloudwatch_traffic import LoadProfile
+from twin.runtime import Twin
+
+ACCOUNT = "123456789012"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerExecution"
+ENDPOINT = "scorer"
+TERMINAL = {"SUCCEEDED", "FAILED", "ROLLED_BACK", "REFUSED", "ABORTED"}
+
+
+def create_model(twin: Twin, name: str) -> None:
+    twin.client("sagemaker").create_model(
+        ModelName=name,
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={
+            "Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/scorer:{name}",
+            "ModelDataUrl": f"s3://models/scorer/{name}.tar.gz",
+        },
+    )
+
+
+def create_endpoint(
+    twin: Twin, *, instance_type: str = "ml.c7g.large", count: int = 4, name: str = ENDPOINT, rpm: float = 1200
+) -> None:
+    """An InService endpoint on model v1 with traffic, and model v2 ready to deploy."""
+    sagemaker = twin.client("sagemaker")
+    with twin.busy():
+        create_model(twin, f"{name}-v1")
+        create_model(twin, f"{name}-v2")
+        sagemaker.create_endpoint_config(
+            EndpointConfigName=f"{name}-v1",
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": f"{name}-v1",
+                    "InitialInstanceCount": count,
+                    "InstanceType": instance_type,
+                }
+            ],
+        )
+        sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-v1")
+        twin.cloudwatch.set_load_profile(name, LoadProfile(requests_per_minute=rpm))
+    wait_for(twin, lambda: sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService")
+    twin.clock.sleep(5)
+
+
+def wait_for(twin: Twin, done: Callable[[], bool], step: float = 30.0, limit: float = 12 * 3600) -> float:
+    """Let virtual time pass in steps until `done()`; the virtual seconds it took."""
+    start = twin.clock.now()
+    while not done():
+        if twin.clock.now() - start > limit:
+            raise TimeoutError("the flow did not settle in virtual time")
+        twin.clock.sleep(step)
+    return twin.clock.now() - start
+
+
+def request(strategy: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "endpoint_name": ENDPOINT,
+        "model": {"source": "existing", "model_name": f"{ENDPOINT}-v2"},
+        "strategy": strategy,
+        "create_recommended_alarms": True,
+        **extra,
+    }
+
+
+def start(twin: Twin, body: dict[str, Any], headers: dict[str, str] | None = None) -> str:
+    status, reply = twin.api_request("POST", "/deployments", body=body, headers=headers)
+    assert status == 202, reply
+    return str(reply["id"])
+
+
+def deployment(twin: Twin, operation_id: str) -> dict[str, Any]:
+    status, reply = twin.api_request("GET", f"/deployments/{operation_id}")
+    assert status == 200, reply
+    return dict(reply)
+
+
+def finished(twin: Twin, operation_id: str, *, step: float = 30.0) -> dict[str, Any]:
+    """Let the deployment run to its end (virtual time) and return GET /deployments/{id}."""
+
+    def done() -> bool:
+        view = deployment(twin, operation_id)
+        if view["status"] in TERMINAL:
+            return True
+        arn = view.get("execution_arn")
+        execution = twin.client("stepfunctions").describe_execution(executionArn=arn) if arn else {}
+        assert execution.get("status", "RUNNING") == "RUNNING", (execution, view)
+        return False
+
+    wait_for(twin, done, step=step)
+    twin.clock.sleep(1)  # the closing event and the lock release follow the final record
+    return deployment(twin, operation_id)
+
+
+def serving_config(twin: Twin, name: str = ENDPOINT) -> tuple[str, str]:
+    described = twin.client("sagemaker").describe_endpoint(EndpointName=name)
+    return described["EndpointStatus"], described["EndpointConfigName"]
