@@ -106,6 +106,8 @@ _PLANS: dict[str, dict[str, Any]] = {}
 
 
 class Env:
+    """One test's API: the handler, the table (its client records the calls), and Step Functions."""
+
     def __init__(self, api: ModuleType, repo: Repository, table: Recording, sfn: StepFunctions, arn: str) -> None:
         self.api, self.repo, self.table, self.sfn, self.state_machine_arn = api, repo, table, sfn, arn
         self.cloudwatch = _client("cloudwatch")

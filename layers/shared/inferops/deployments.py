@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -90,8 +91,14 @@ def start(request: DeploymentRequest, clients: Clients, *, dry_run: bool = False
     repo = clients.repo
     holder = repo.get_lock(request.endpoint_name)
     if holder is not None and not holder.expired:
+        try:
+            what = f"{holder.owner} ({repo.get_operation(holder.owner).status})"
+        except NotFound:
+            what = holder.owner
         raise Conflict(
-            f"endpoint {request.endpoint_name} already has an operation in flight: {holder.owner}", "endpoint_name"
+            f"endpoint {request.endpoint_name} already has an operation in flight: {what}; its lock lease ends "
+            f"{_when(holder.lease_expires_at)} (GET /deployments/{holder.owner})",
+            "endpoint_name",
         )
     body = request.model_dump(mode="json")
     record = repo.create_operation(KIND, request.endpoint_name, body, plan=result.plan.model_dump(mode="json"))
@@ -119,6 +126,10 @@ def start(request: DeploymentRequest, clients: Clients, *, dry_run: bool = False
 def get(operation_id: str, repo: Repository) -> DeploymentView:
     record = _deployment(operation_id, repo)
     return view(record, repo.timeline(operation_id))
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def view(record: OperationRecord, timeline: list[TimelineEntry]) -> DeploymentView:

@@ -1006,7 +1006,8 @@ def _recommended_alarms(endpoint: str, variant: str, config_name: str) -> list[A
             dimensions={"EndpointName": endpoint, "VariantName": variant},
             period_seconds=600,
             evaluation_periods=2,
-            threshold=1,
+            # The guide's example says 1, which an Average of a 0/1-per-request metric never exceeds: 1 % errors.
+            threshold=0.01,
             comparison="GreaterThanThreshold",
             treat_missing_data="notBreaching",
         ),

@@ -796,6 +796,8 @@ def _reconciled(state: FlowState, services: Services, described: Mapping[str, An
         raise Retryable(f"the endpoint is still {status}")
     if config == res.target_config and status == "InService":
         verdict, reason = OperationStatus.SUCCEEDED, f"{config} in service"
+        if stop:  # e.g. the abort's alarm was reset by CloudWatch before SageMaker looked at it
+            reason += f" (a stop was requested - {stop.get('reason')} - but the update completed first)"
     elif status == "InService":
         if stop and stop.get("kind") == "abort":
             verdict = OperationStatus.ABORTED
