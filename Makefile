@@ -66,7 +66,7 @@ openapi: venv ## Regenerate docs/openapi.json from the API's routes
 	$(PY) scripts/openapi.py --write
 
 unit: venv ## pytest (unit, property, flows)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 test: lint typecheck template statemachines catalog-check unit ## Every check and test (what CI runs)
 
@@ -86,6 +86,7 @@ bench: venv ## Benchmarks: print figures and ratios
 	$(PY) tests/perf/bench_catalog.py
 	$(PY) tests/perf/bench_imports.py
 	$(PY) tests/perf/bench_deployment.py
+	$(PY) tests/perf/bench_async_results.py
 
 catalog: venv ## Regenerate the instance & accelerator catalog
 	$(PY) scripts/build_catalog.py

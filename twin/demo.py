@@ -186,7 +186,7 @@ def deploy(twin: Twin, timeline: Timeline, body: dict[str, Any]) -> dict[str, An
     )
     shown: set[int] = set()
     while True:
-        twin.clock.sleep(30)
+        twin.clock.sleep(90)  # each poll is a real API invocation: poll like a patient operator
         _, view = twin.api_request("GET", f"/deployments/{operation}")
         for entry in view["timeline"]:
             if entry["seq"] not in shown and entry["kind"] not in ("sagemaker", "requested", "finished"):
@@ -277,12 +277,193 @@ def scenario_managed() -> None:
                 timeline.say("judge", f"{metric['name']}: {metric['outcome']} - {metric['reason']}")
 
 
+# ---------------------------------------------------------------- async inference results
+class _JsonTap:
+    """stdout during a scenario: the functions' JSON lines (EMF metrics, logs) are kept, everything else passes."""
+
+    def __init__(self, out: Any) -> None:
+        import threading
+
+        self.out = out
+        self.documents: list[dict[str, Any]] = []
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        import json
+
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+            for line in lines:
+                if line.startswith('{"'):
+                    self.documents.append(json.loads(line))
+                else:
+                    self.out.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def isatty(self) -> bool:
+        return bool(self.out.isatty())
+
+    def metric(self, name: str) -> float:
+        return sum(sum(d.get(name, [])) for d in self.documents if "_aws" in d and "ErrorCategory" not in d)
+
+
+def scenario_async() -> None:
+    import json
+
+    import boto3
+
+    console.rule("[bold]Async inference: results indexed by inference id, counted per endpoint, failures explained")
+    endpoint, bucket, requests = "doc-ocr-async", "acme-ml-async", 40
+    tap = _JsonTap(sys.stdout)
+    writes: list[int] = []
+    sys.stdout = tap
+    try:
+        with Twin(parameters=QUIET) as twin:
+            timeline = Timeline(twin)
+            boto3._get_default_session().events.register(  # the functions' clients: count the table writes
+                "provide-client-params.dynamodb.BatchWriteItem",
+                lambda params, **_: writes.append(len(params["RequestItems"][twin.template.tables[0].name])),
+            )
+            sagemaker, s3, sqs = twin.client("sagemaker"), twin.client("s3"), twin.client("sqs")
+            topics = {kind: twin.template.physical(f"Async{kind}Topic").ref for kind in ("Success", "Error")}
+            with twin.busy():
+                s3.create_bucket(Bucket=bucket)
+                for n in range(requests):
+                    s3.put_object(Bucket=bucket, Key=f"input/scan-{n}.json", Body=json.dumps({"page": n}).encode())
+                create_model(twin, "ocr-v1")
+                sagemaker.create_endpoint_config(
+                    EndpointConfigName="ocr-async-v1",
+                    ProductionVariants=[
+                        {
+                            "VariantName": "AllTraffic",
+                            "ModelName": "ocr-v1",
+                            "InitialInstanceCount": 2,
+                            "InstanceType": "ml.g5.xlarge",
+                        }
+                    ],
+                    AsyncInferenceConfig={
+                        "OutputConfig": {
+                            "S3OutputPath": f"s3://{bucket}/output",
+                            "S3FailurePath": f"s3://{bucket}/failures",
+                            "NotificationConfig": {"SuccessTopic": topics["Success"], "ErrorTopic": topics["Error"]},
+                        },
+                        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4},
+                    },
+                )
+                sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName="ocr-async-v1")
+            timeline.say("operator", f"async endpoint {endpoint}: notifications to InferOps' success and error topics")
+            wait_for(twin, lambda: sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] == "InService")
+            twin.clock.sleep(30)
+            timeline.say("InferOps", f"SageMaker's TestNotifications dropped: {tap.metric('AsyncTestNotifications'):g}")
+
+            def stats() -> dict[str, Any]:
+                reply = twin.api_request("GET", f"/endpoints/{endpoint}/async-stats", query={"hours": "2"})[1]
+                return dict(reply)
+
+            runtime = twin.client("sagemaker-runtime")
+            with twin.busy():
+                for n in range(requests):
+                    missing = n % 20 == 7  # a client that uploads after invoking: the input is not there
+                    runtime.invoke_endpoint_async(
+                        EndpointName=endpoint,
+                        InputLocation=f"s3://{bucket}/input/{'missing' if missing else 'scan'}-{n}.json",
+                        ContentType="application/json",
+                        InferenceId=f"scan-{n}",
+                    )
+            timeline.say("operator", f"{requests} InvokeEndpointAsync requests (2 name an input not in S3)")
+            took = wait_for(twin, lambda: stats()["total"] >= requests, step=15)
+            timeline.say("InferOps", f"{requests} results indexed within {took:.0f} s of virtual time")
+
+            twin.sagemaker.set_model_health("ocr-v1", healthy=False)
+            timeline.say("operator", "ocr-v1 starts crashing (HTTP 500 from the container): 5 more requests")
+            for n in range(requests, requests + 5):
+                runtime.invoke_endpoint_async(
+                    EndpointName=endpoint, InputLocation=f"s3://{bucket}/input/scan-0.json", InferenceId=f"scan-{n}"
+                )
+            wait_for(twin, lambda: stats()["total"] >= requests + 5, step=15)
+            twin.sagemaker.set_model_health("ocr-v1", healthy=True)
+
+            before = stats()
+            sns = twin.client("sns")
+            for n in (1, 2, 3):  # SNS delivers at least once: the same notifications again
+                result = twin.api_request("GET", f"/async-results/scan-{n}")[1]
+                notification = {
+                    "awsRegion": "us-east-1",
+                    "eventTime": result["completed_at"].replace("000Z", "Z"),
+                    "receivedTime": result["received_at"].replace("000Z", "Z"),
+                    "invocationStatus": "Completed",
+                    "requestParameters": {"endpointName": endpoint, "inputLocation": result["input_location"]},
+                    "responseParameters": {"outputLocation": result["output_location"]},
+                    "inferenceId": f"scan-{n}",
+                    "eventVersion": "1.0",
+                    "eventSource": "aws:sagemaker",
+                    "eventName": "InferenceResult",
+                }
+                sns.publish(TopicArn=topics["Success"], Message=json.dumps(notification))
+            queue = twin.template.queues["AsyncResultsQueue"].url
+            sqs.send_message(QueueUrl=queue, MessageBody='{"inferenceId": "scan-99", "invocationStatus": "Compl')
+            timeline.say("operator", "3 notifications delivered again, and a truncated message from another producer")
+            twin.clock.sleep(3 * 180 + 120)
+            after = stats()
+            same = {**after, "until": None} == {**before, "until": None}
+            timeline.say("InferOps", f"repeats: {tap.metric('AsyncNotificationsRepeated'):g}, stats unchanged: {same}")
+            rejected = [d for d in tap.documents if str(d.get("message", "")).startswith("rejected message")]
+            dead = twin.template.queues["AsyncResultsDeadLetters"].url
+            letters = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["ApproximateNumberOfMessages"])
+            if rejected:
+                last = rejected[-1]
+                timeline.say(
+                    "InferOps",
+                    f"rejected {len(rejected)} times ({last['reason'].split(' (')[0]}); "
+                    f"dead-letter queue: {letters['Attributes']['ApproximateNumberOfMessages']} message",
+                )
+
+            console.print()
+            for inference_id in ("scan-3", "scan-7", "scan-42"):
+                _, view = twin.api_request("GET", f"/async-results/{inference_id}")
+                line = f"GET /async-results/{inference_id} -> {view['status']} ({view['latency_seconds']} s end to end)"
+                if view["classification"]:
+                    found = view["classification"]
+                    line += f"\n    [yellow]{found['category']}[/yellow]: {found['cause']}\n    fix: {found['action']}"
+                else:
+                    line += f"\n    output: {view['output_location']}"
+                console.print(line)
+            table = Table("completed", "failed", "failure rate", "p50 s", "p90 s", "p99 s", "failures by category")
+            latency = after["latency_seconds"]
+            table.add_row(
+                str(after["completed"]),
+                str(after["failed"]),
+                f"{after['failure_rate']:.1%}",
+                f"{latency['p50']:g}",
+                f"{latency['p90']:g}",
+                f"{latency['p99']:g}",
+                ", ".join(f"{k} {v}" for k, v in after["failures_by_category"].items()),
+            )
+            console.print(f"GET /endpoints/{endpoint}/async-stats?hours=2")
+            console.print(table)
+            batches = twin.lambdas.of("AsyncResultsFunction")
+            records = sum(len(b.event["Records"]) for b in batches)
+            console.print(
+                f"{records} SQS records in {len(batches)} batches; {len(writes)} BatchWriteItem calls "
+                f"({sum(writes)} items: results and per-hour stats shards); EMF: "
+                f"AsyncInferenceCompleted {tap.metric('AsyncInferenceCompleted'):g}, "
+                f"AsyncInferenceFailed {tap.metric('AsyncInferenceFailed'):g}"
+            )
+    finally:
+        sys.stdout = tap.out
+
+
 SCENARIOS: dict[str, Callable[[], None]] = {
     "catalog": scenario_catalog,
     "plans": scenario_plans,
     "canary": scenario_canary,
     "rollback": scenario_rollback,
     "managed": scenario_managed,
+    "async": scenario_async,
 }
 
 

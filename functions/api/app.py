@@ -9,6 +9,7 @@ import os
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any
 
+import async_routes  # type: ignore[import-not-found]  # functions/api/async_routes.py (Lambda: same folder)
 import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 logger = Logger()
 app = APIGatewayRestResolver(enable_validation=True)
+app.include_router(async_routes.router)
 
 
 @cache

@@ -82,7 +82,7 @@ def deployment(twin: Twin, operation_id: str) -> dict[str, Any]:
     return dict(reply)
 
 
-def finished(twin: Twin, operation_id: str, *, step: float = 30.0) -> dict[str, Any]:
+def finished(twin: Twin, operation_id: str, *, step: float = 120.0) -> dict[str, Any]:
     """Let the deployment run to its end (virtual time) and return GET /deployments/{id}."""
 
     def done() -> bool:

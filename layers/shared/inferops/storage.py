@@ -18,6 +18,8 @@ endpoint lock   ``LOCK#<endpoint>``     ``LOCK``                        -
 task token      ``TOKEN#<endpoint>``    ``<purpose>``                   -
 endpoint state  ``EPSTATE#<endpoint>``  ``endpoint`` | ``deployment``   -
 alarm watch     ``ALARM#<alarm name>``  ``<operation id>``              -
+async result    ``ASYNC#<inference>``   ``RESULT``                      -
+async stats     ``ASYNCSTATS#<ep>``     ``<hour>#<message>.<try>``      -
 ==============  ======================  ==============================  =================================
 
 Alarm names may contain ``#`` (CloudWatch allows any printable character): harmless, because an alarm watch's
@@ -35,6 +37,17 @@ Attributes besides the keys:
   expires_at (lease expiry + ``LOCK_TTL_GRACE_SECONDS``, so stale locks eventually disappear).
 - task token: endpoint, purpose, token, operation_id, created_at, expires_at.
 - alarm watch: alarm_name, endpoint, operation_id, created_at, expires_at.
+- async result (one per inference id, SageMaker's async notification): inference_id, endpoint, status
+  (COMPLETED | FAILED), invocation_status, completed_at, received_at, latency_seconds, input_location,
+  output_location, failure_location, failure_reason, content_type, region, classification (map: category,
+  cause, action, retryable, matched), message_id, stats_shard (the sk of the stats shard that counted it),
+  recorded_at, expires_at (completed_at + ``ASYNC_RESULT_RETENTION_DAYS``).
+- async stats shard (what one batch added to an endpoint's numbers for one UTC clock hour ``<hour>`` =
+  ``YYYY-MM-DDTHH``, keyed by the batch's first message and a random attempt id so that a redelivery never
+  overwrites it; the stats API sums an endpoint's shards with one Query on ``sk >= <first hour>``):
+  endpoint, hour, shard, completed, failed, latency_count, latency_sum, latency_min, latency_max, histogram
+  (map: bucket upper bound in seconds or ``inf`` -> count), categories (map: error category -> count),
+  expires_at (hour + ``ASYNC_STATS_RETENTION_DAYS``).
 
 Time comes only from the injected clock: the local twin drives it virtually.
 """
@@ -52,7 +65,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -986,6 +999,133 @@ class Repository:
             f"(lease expires in {max(0.0, holder.lease_expires_at - now):.0f} s)"
         )
 
+    # --- async inference results ----------------------------------------------------------------------
+
+    def async_results_recorded(self, inference_ids: Iterable[str]) -> set[str]:
+        """The ids among `inference_ids` whose result *and* the stats shard that counted it are stored.
+
+        SNS delivers at least once: a result recorded this way is a repeat that must change nothing. One
+        strongly consistent BatchGetItem per 100 ids, then one for the shards the found results name. A result
+        whose shard write was lost counts as not recorded, so that its redelivery is counted.
+        """
+        ids = [_check_inference_id(i) for i in dict.fromkeys(inference_ids)]
+        found = self._batch_get([self._async_result_key(i) for i in ids], ["inference_id", "endpoint", "stats_shard"])
+        shard_keys = {
+            (f"ASYNCSTATS#{item['endpoint']}", str(item["stats_shard"])) for item in found if item.get("stats_shard")
+        }
+        present = {
+            (str(item["pk"]), str(item["sk"]))
+            for item in self._batch_get([{"pk": _string(pk), "sk": _string(sk)} for pk, sk in shard_keys], ["pk", "sk"])
+        }
+        return {
+            str(item["inference_id"])
+            for item in found
+            if not item.get("stats_shard") or (f"ASYNCSTATS#{item['endpoint']}", str(item["stats_shard"])) in present
+        }
+
+    def put_async_results(self, results: Iterable[AsyncResultRecord], shards: Iterable[AsyncStatsShard]) -> NotWritten:
+        """Store results and the stats shards counting them with BatchWriteItem: 25 items a call, one call for
+        a batch of up to 10 notifications (10 results and at most 10 shards).
+
+        A shard travels right after its results. Items DynamoDB leaves unprocessed are retried with backoff
+        (``ASYNC_WRITE_RETRY_DELAYS``); returns what was still not stored in the end (BatchWriteItem is not
+        atomic: the caller decides what that means for the rest, see `inferops.async_results`).
+        """
+        grouped: dict[tuple[str, str | None], list[AsyncResultRecord]] = {}
+        for result in results:
+            _check_inference_id(result.inference_id)
+            _check_key_part(result.endpoint, "endpoint")
+            grouped.setdefault((result.endpoint, result.stats_shard), []).append(result)
+        items: list[dict[str, Any]] = []
+        for shard in shards:
+            _check_key_part(shard.endpoint, "endpoint")
+            items.extend(self._async_result_item(r) for r in grouped.pop((shard.endpoint, shard.shard), []))
+            items.append(_serialize({"pk": f"ASYNCSTATS#{shard.endpoint}", "sk": shard.shard, **shard.model_dump()}))
+        for members in grouped.values():  # results no shard counts (a caller that keeps no stats)
+            items.extend(self._async_result_item(r) for r in members)
+        left = NotWritten(set(), set())
+        for start in range(0, len(items), _BATCH_WRITE_MAX):
+            for item in self._batch_write(items[start : start + _BATCH_WRITE_MAX]):
+                pk, sk = item["pk"]["S"], item["sk"]["S"]
+                if pk.startswith("ASYNCSTATS#"):
+                    left.shards.add(sk)
+                else:
+                    left.results.add(pk.removeprefix("ASYNC#"))
+        return left
+
+    def get_async_result(self, inference_id: str) -> AsyncResultRecord:
+        """One async inference's result; NotFound while SageMaker has not notified it (or after retention)."""
+        _check_inference_id(inference_id)
+        response = self.client.get_item(
+            TableName=self.table_name, Key=self._async_result_key(inference_id), ConsistentRead=True
+        )
+        item = response.get("Item")
+        if not item:
+            raise NotFound(
+                f"no async result for inference id {inference_id!r}: not finished yet, unknown, or older than "
+                f"{ASYNC_RESULT_RETENTION_DAYS} days",
+                "inference_id",
+            )
+        return AsyncResultRecord.model_validate(_deserialize(item))
+
+    def async_stats_shards(self, endpoint: str, since: datetime) -> list[AsyncStatsShard]:
+        """An endpoint's stats shards from the clock hour holding `since` on (one Query, paginated)."""
+        _check_key_part(endpoint, "endpoint")
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND sk >= :from",
+            "ExpressionAttributeValues": {
+                ":pk": _string(f"ASYNCSTATS#{endpoint}"),
+                ":from": _string(async_stats_hour(since)),
+            },
+        }
+        return [AsyncStatsShard.model_validate(_deserialize(item)) for item in self._query(kwargs)]
+
+    @staticmethod
+    def _async_result_key(inference_id: str) -> dict[str, Any]:
+        return {"pk": _string(f"ASYNC#{inference_id}"), "sk": _string("RESULT")}
+
+    @staticmethod
+    def _async_result_item(result: AsyncResultRecord) -> dict[str, Any]:
+        return _serialize(
+            {"pk": f"ASYNC#{result.inference_id}", "sk": "RESULT", **result.model_dump(mode="json", exclude_none=True)}
+        )
+
+    def _batch_get(self, keys: list[dict[str, Any]], attributes: list[str]) -> list[dict[str, Any]]:
+        """BatchGetItem (100 keys a call, strongly consistent), unprocessed keys retried; the items found."""
+        names = {f"#a{n}": name for n, name in enumerate(attributes)}
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(keys), _BATCH_GET_MAX):
+            pending: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": keys[start : start + _BATCH_GET_MAX],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": ", ".join(names),
+                    "ExpressionAttributeNames": names,
+                }
+            }
+            for delay in (*ASYNC_WRITE_RETRY_DELAYS, None):
+                response = self.client.batch_get_item(RequestItems=pending)
+                found.extend(_deserialize(item) for item in response.get("Responses", {}).get(self.table_name, []))
+                pending = dict(response.get("UnprocessedKeys") or {})
+                if not pending:
+                    break
+                if delay is None:
+                    raise StorageBusy(f"DynamoDB left {len(pending[self.table_name]['Keys'])} keys unread; retry")
+                _backoff(delay)
+        return found
+
+    def _batch_write(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One BatchWriteItem of up to 25 puts, unprocessed items retried with backoff; the items left over."""
+        pending: list[Any] = [{"PutRequest": {"Item": item}} for item in items]
+        for delay in (*ASYNC_WRITE_RETRY_DELAYS, None):
+            response = self.client.batch_write_item(RequestItems={self.table_name: pending})
+            pending = list((response.get("UnprocessedItems") or {}).get(self.table_name, []))
+            if not pending or delay is None:
+                break
+            _backoff(delay)
+        return [request["PutRequest"]["Item"] for request in pending]
+
 
 def _expected_statuses(
     expected: OperationStatus | Iterable[OperationStatus] | None,
@@ -1021,3 +1161,97 @@ def _check_lease(lease_seconds: float) -> None:
 
 def _lock_ttl(lease_until: float) -> int:
     return math.ceil(lease_until) + LOCK_TTL_GRACE_SECONDS
+
+
+# --- async inference results ---------------------------------------------------------------------------
+
+ASYNC_RESULT_RETENTION_DAYS = 30
+"""How long an async result stays readable by inference id (DynamoDB TTL)."""
+ASYNC_STATS_RETENTION_DAYS = 8
+"""How long a stats shard is kept: the stats API looks back a week at most."""
+ASYNC_WRITE_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)
+"""Backoff (seconds, jittered) before retrying what a BatchWriteItem/BatchGetItem left unprocessed."""
+INFERENCE_ID_MAX_LENGTH = 64
+"""InvokeEndpointAsync's limit on InferenceId (pattern ``\\A\\S[\\p{Print}]*\\z``)."""
+_BATCH_WRITE_MAX = 25
+_BATCH_GET_MAX = 100
+
+
+class StorageBusy(Exception):
+    """DynamoDB kept leaving part of a batch unprocessed (throttling): the caller retries later."""
+
+
+class NotWritten(NamedTuple):
+    """What `put_async_results` could not store after its retries."""
+
+    results: set[str]
+    """Inference ids whose result item is not stored."""
+    shards: set[str]
+    """Sort keys of the stats shards not stored."""
+
+
+class AsyncResultRecord(_Record):
+    """One async inference's outcome as SageMaker notified it; keyed by its inference id."""
+
+    inference_id: str
+    endpoint: str
+    status: Literal["COMPLETED", "FAILED"]
+    invocation_status: str
+    """SageMaker's own word (`Completed`, `Failed`, ...)."""
+    completed_at: Timestamp
+    """The notification's `eventTime`."""
+    received_at: Timestamp | None = None
+    """The notification's `receivedTime`: when SageMaker accepted the request."""
+    latency_seconds: float | None = None
+    """End to end, `receivedTime` to `eventTime`: queueing + processing + upload."""
+    input_location: str | None = None
+    output_location: str | None = None
+    failure_location: str | None = None
+    failure_reason: str | None = None
+    content_type: str | None = None
+    region: str | None = None
+    classification: dict[str, Any] | None = None
+    message_id: str | None = None
+    stats_shard: str | None = None
+    recorded_at: Timestamp | None = None
+    expires_at: int | None = None
+
+
+class AsyncStatsShard(_Record):
+    """What one batch added to an endpoint's async numbers for one UTC clock hour; the stats API sums shards."""
+
+    endpoint: str
+    hour: str
+    """``YYYY-MM-DDTHH`` (UTC), the clock hour of the counted results' `completed_at`."""
+    shard: str
+    """The sort key: ``<hour>#<the batch's first message for this endpoint and hour>.<attempt, random>``."""
+    completed: int = 0
+    failed: int = 0
+    latency_count: int = 0
+    latency_sum: float = 0.0
+    latency_min: float | None = None
+    latency_max: float | None = None
+    histogram: dict[str, int] = Field(default_factory=dict)
+    """Latency bucket upper bound in seconds (``"5"``, ..., ``"inf"``) -> results in that bucket."""
+    categories: dict[str, int] = Field(default_factory=dict)
+    """Error category -> failed results."""
+    expires_at: int | None = None
+
+
+def async_stats_hour(at: datetime) -> str:
+    """The clock hour (UTC) a stats shard covers, as its sort key starts: ``2026-01-05T10``."""
+    return _to_utc(at).strftime("%Y-%m-%dT%H")
+
+
+def _check_inference_id(value: str) -> str:
+    if not 1 <= len(value) <= INFERENCE_ID_MAX_LENGTH or not value.isprintable() or value[0].isspace():
+        raise InvalidInput(
+            f"inference id must be 1-{INFERENCE_ID_MAX_LENGTH} printable characters not starting with a space, "
+            f"got {value[:80]!r}",
+            "inference_id",
+        )
+    return value
+
+
+def _backoff(delay: float) -> None:
+    time.sleep(delay * (0.5 + secrets.randbelow(1000) / 1000))
