@@ -109,13 +109,7 @@ def create_model(twin: Twin, name: str) -> None:
 
 
 def wait_for(twin: Twin, done: Callable[[], bool], step: float = 30.0, limit: float = 6 * 3600) -> float:
-    """Let virtual time pass in steps until `done()`; returns the virtual seconds it took."""
-    start = twin.clock.now()
-    while not done():
-        if twin.clock.now() - start > limit:
-            raise TimeoutError("scenario did not settle in virtual time")
-        twin.clock.sleep(step)
-    return twin.clock.now() - start
+    return twin.wait_for(done, step, limit)
 
 
 class Timeline:
@@ -189,7 +183,7 @@ def deploy(twin: Twin, timeline: Timeline, body: dict[str, Any]) -> dict[str, An
         twin.clock.sleep(90)  # each poll is a real API invocation: poll like a patient operator
         _, view = twin.api_request("GET", f"/deployments/{operation}")
         for entry in view["timeline"]:
-            if entry["seq"] not in shown and entry["kind"] not in ("sagemaker", "requested", "finished"):
+            if entry["seq"] not in shown and entry["kind"] not in ("sagemaker", "requested", "finished", "diagnosis"):
                 at = datetime.fromisoformat(entry["at"].replace("Z", "+00:00")).timestamp()
                 timeline.say("InferOps", entry["message"], at=at)
             shown.add(entry["seq"])
@@ -255,7 +249,21 @@ def scenario_rollback() -> None:
         create_model(twin, "fraud-v2")
         twin.cloudwatch.set_model_profile("fraud-v2", ModelProfile.bad())
         timeline.say("operator", "fraud-v2 is a bad model: 6x latency, 20 % 5xx")
-        deploy(twin, timeline, _request({"type": "canary", "size": {"value": 25}, "bake_seconds": 900}))
+        view = deploy(twin, timeline, _request({"type": "canary", "size": {"value": 25}, "bake_seconds": 900}))
+        show_diagnosis(view.get("diagnosis"))
+
+
+def show_diagnosis(found: dict[str, Any] | None) -> None:
+    """What a failed deployment carries: each finding's cause, two pieces of evidence and the fix."""
+    if not found:
+        return
+    console.print(f"[bold]diagnosis[/bold] ({'; '.join(found.get('checked', [])[:3])}...)")
+    for finding in found["findings"][:3]:
+        console.print(f"  [red]{finding['severity']}[/red] {finding['title']}\n    cause: {finding['cause']}")
+        seen = [e for e in finding["evidence"] if e["kind"] not in ("failure_reason", "error")]  # the reason was shown
+        for item in (seen or finding["evidence"])[:3]:
+            console.print(f"    [dim]{item['kind']}: {item['text'][:140]}[/dim]")
+        console.print(f"    fix: {finding['fix'][:230]}{'...' if len(finding['fix']) > 230 else ''}")
 
 
 def scenario_managed() -> None:

@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 import zoneinfo
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -899,6 +899,15 @@ class Twin:
             self.clock.sleep(seconds)
         else:
             self.clock.advance(seconds)
+
+    def wait_for(self, done: Callable[[], bool], step: float = 30.0, limit: float = 12 * 3600) -> float:
+        """Let virtual time pass in steps until `done()`; the virtual seconds it took."""
+        start = self.clock.now()
+        while not done():
+            if self.clock.now() - start > limit:
+                raise TimeoutError(f"not done after {limit:.0f} s of virtual time")
+            self.clock.sleep(step)
+        return self.clock.now() - start
 
     # -------------------------------------------------------------- the API
     def routes(self) -> list[Route]:

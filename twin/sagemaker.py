@@ -28,7 +28,6 @@ from twin.bus import EventSink
 from twin.sagemaker_async import AsyncBacklog, AsyncMixin
 from twin.sagemaker_base import (
     DELETE_SECONDS,
-    PING_FAILURE,
     EndpointState,
     Fleet,
     RuntimeValidationError,
@@ -48,6 +47,7 @@ from twin.sagemaker_components import (
     unpatch_autoscaling,
 )
 from twin.sagemaker_deploy import VARIANT_DIMENSION
+from twin.sagemaker_diagnostics import DiagnosticsMixin
 from twin.sagemaker_experiments import ExperimentsMixin
 
 __all__ = ["AsyncBacklog", "EventSink", "SageMakerSimulator", "ServingVariant"]
@@ -91,7 +91,7 @@ def _catalog_instance_type(config: FakeEndpointConfig, instance_type: str) -> No
     check_instance_type(instance_type, "instanceType")
 
 
-class SageMakerSimulator(ExperimentsMixin, ComponentsMixin, AsyncMixin):
+class SageMakerSimulator(DiagnosticsMixin, ExperimentsMixin, ComponentsMixin, AsyncMixin):
     """SageMaker for the local twin. Create it with the twin's clock and event sink, then `install()`."""
 
     _autoscaling: tuple[Any, Any] | None = None  # Application Auto Scaling's originals while installed
@@ -400,6 +400,12 @@ class SageMakerSimulator(ExperimentsMixin, ComponentsMixin, AsyncMixin):
             raise ValidationError(f'Cannot create already existing endpoint "{endpoint_arn}".')
         config_name = params["EndpointConfigName"]
         config = self.config_params(backend, config_name)
+        wanted: dict[str, int] = {}
+        for variant in [*config["ProductionVariants"], *(config.get("ShadowProductionVariants") or [])]:
+            if variant.get("InstanceType"):
+                count = int(variant.get("InitialInstanceCount") or 1)
+                wanted[variant["InstanceType"]] = wanted.get(variant["InstanceType"], 0) + count
+        self.check_quota(backend, wanted)
         fake = FakeEndpoint(  # type: ignore[abstract]
             account_id=backend.account_id,
             region_name=backend.region_name,
@@ -449,9 +455,9 @@ class SageMakerSimulator(ExperimentsMixin, ComponentsMixin, AsyncMixin):
         fleets = ep.fleets + ep.shadows
         for fleet in fleets:
             fleet.statuses = []
-        sick = [f for f in fleets if not self.healthy(f.model_name)]
-        if sick:
-            ep.failure_reason = PING_FAILURE.format(variant=sick[0].variant)
+        reasons = [reason for reason in (self.start_fleet(ep, f, when) for f in fleets) if reason]
+        if reasons:
+            ep.failure_reason = reasons[0]
             self.set_endpoint_status(ep, "Failed", when)
             return
         for fleet in fleets:

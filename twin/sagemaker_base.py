@@ -697,6 +697,17 @@ class SimulatorBase:
     def healthy(self, model_name: str | None) -> bool:
         return model_name is None or model_name not in self._unhealthy
 
+    def start_fleet(self, ep: EndpointState, fleet: Fleet, when: float, first: int = 0) -> str | None:
+        """Instances `first`.. of `fleet` start: the FailureReason if they cannot serve (twin/sagemaker_diagnostics.py
+        also writes their container logs)."""
+        return None if self.healthy(fleet.model_name) else PING_FAILURE.format(variant=fleet.variant)
+
+    def check_quota(self, backend: SageMakerModelBackend, wanted: dict[str, int]) -> None:
+        """Raise ResourceLimitExceeded when `wanted` more instances per type break a quota (diagnostics part)."""
+
+    def update_quota(self, ep: EndpointState, dep: Deployment) -> None:
+        """UpdateEndpoint's extra capacity against the quotas (diagnostics part)."""
+
     def tripped_alarms(self, account: str, region: str, names: list[str]) -> list[str]:
         """Rollback alarms in ALARM, read from moto's CloudWatch (the alarm evaluator sets their states)."""
         alarms = cloudwatch_backends[account][region].alarms

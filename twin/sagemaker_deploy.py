@@ -71,6 +71,7 @@ class DeploymentMixin(SimulatorBase):
             exclude={p["VariantPropertyType"] for p in params.get("ExcludeRetainedVariantProperties") or []},
             now=now,
         )
+        self.update_quota(ep, dep)
         self.start_update(ep, dep, config, now)
         return {"EndpointArn": ep.arn}
 
@@ -295,7 +296,7 @@ class DeploymentMixin(SimulatorBase):
             fleet.traffic = fleet.active / total if total else 0.0
 
     # ------------------------------------------------------------------ blue/green
-    def _provision_greens(self, dep: Deployment) -> Iterator[Wait]:
+    def _provision_greens(self, dep: Deployment, ep: EndpointState | None = None) -> Iterator[Wait]:
         for green in dep.greens:
             what = "serverless capacity" if green.serverless else f"{green.desired_count} instance(s)"
             green.set_status("Creating", f"Launching {what}.", dep.cursor)
@@ -303,14 +304,15 @@ class DeploymentMixin(SimulatorBase):
         yield Wait(max(provision_seconds(f.instance_type) for f in fleets))
         for fleet in fleets:
             fleet.provisioned = fleet.desired_count
-            if not self.healthy(fleet.model_name):
-                raise Failed(PING_FAILURE.format(variant=fleet.variant))
+            reason = self.start_fleet(ep, fleet, dep.cursor) if ep is not None else None
+            if reason or not self.healthy(fleet.model_name):
+                raise Failed(reason or PING_FAILURE.format(variant=fleet.variant))
             fleet.statuses = []
 
     def _blue_green_steps(self, ep: EndpointState, dep: Deployment) -> Iterator[Wait]:
         for blue in dep.blues:
             blue.traffic_before = blue.traffic
-        yield from self._provision_greens(dep)
+        yield from self._provision_greens(dep, ep)
         policy = (dep.config or {}).get("BlueGreenUpdatePolicy") or {}
         routing = policy.get("TrafficRoutingConfiguration") or {}
         kind = routing.get("Type", "ALL_AT_ONCE") if dep.guarded else "ALL_AT_ONCE"
@@ -419,8 +421,9 @@ class DeploymentMixin(SimulatorBase):
             green.set_status("Creating", f"Launching {k} instance(s).", dep.cursor)
             yield Wait(provision_seconds(green.instance_type))
             green.provisioned += k
-            if not self.healthy(green.model_name):
-                raise Failed(PING_FAILURE.format(variant=green.variant))
+            reason = self.start_fleet(ep, green, dep.cursor, first=green.provisioned - k)
+            if reason:
+                raise Failed(reason)
             green.active = green.provisioned
             self._rebalance(ep, green.variant)
             green.set_status("ActivatingTraffic", f"Activating traffic on {green.active} instance(s).", dep.cursor)
@@ -581,6 +584,13 @@ class DeploymentMixin(SimulatorBase):
         self, ep: EndpointState, changes: dict[str, tuple[float | None, int | None]], now: float
     ) -> None:
         """A short Updating phase; desired values are visible at once, current ones when it ends."""
+        wanted: dict[str, int] = {}
+        for name, (_, count) in changes.items():
+            fleets = ep.variant_fleets(name)
+            grow = (count or 0) - sum(f.provisioned for f in fleets)
+            if count is not None and grow > 0 and fleets[0].instance_type:
+                wanted[fleets[0].instance_type] = wanted.get(fleets[0].instance_type, 0) + grow
+        self.check_quota(ep.backend, wanted)
         resized = False
         for name, (weight, count) in changes.items():
             fleets = ep.variant_fleets(name)

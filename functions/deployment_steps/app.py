@@ -15,6 +15,7 @@ from aws_lambda_powertools import Logger
 from botocore.config import Config
 from pydantic import BaseModel, ValidationError
 
+from inferops.errors import first_problem
 from inferops.rollout import STEPS, TOKEN_STEPS, DeploymentFailed, FlowState, Services
 from inferops.storage import Repository
 
@@ -48,9 +49,8 @@ def _parse(event: dict[str, Any]) -> tuple[StepCall, FlowState]:
         call = StepCall.model_validate(event)
         return call, FlowState.model_validate(call.state)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise DeploymentFailed(f"invalid flow state: {field}: {first['msg']}") from error
+        field, message = first_problem(error)
+        raise DeploymentFailed(f"invalid flow state: {field}: {message}") from error
 
 
 @logger.inject_lambda_context(correlation_id_path="state.operation_id")

@@ -1,47 +1,20 @@
-"""SageMaker endpoint events (EventBridge): record them and resume the flow waiting for the endpoint.
-
-A malformed event raises: EventBridge retries, then dead-letters it to the rule's DLQ with the reason logged.
-"""
+"""SageMaker endpoint events (EventBridge): record them and resume the flow waiting for the endpoint."""
 
 from __future__ import annotations
 
-import os
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools import Logger
 
 from inferops.endpoint_events import normalize, react
-from inferops.errors import InvalidInput
-from inferops.storage import Repository
+from inferops.handlers import react_to_event
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from mypy_boto3_stepfunctions import SFNClient
 
 logger = Logger()
 
 
-@cache
-def _repository() -> Repository:
-    return Repository(os.environ["TABLE_NAME"])
-
-
-@cache
-def _stepfunctions() -> SFNClient:
-    return boto3.client("stepfunctions")
-
-
 @logger.inject_lambda_context(correlation_id_path="detail.EndpointName")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
-        change = normalize(event)
-    except InvalidInput as error:
-        logger.error(
-            "rejected event", extra={"reason": error.message, "field": error.field, "event_id": event.get("id")}
-        )
-        raise
-    result = react(change, _repository(), _stepfunctions())
-    logger.info(change.describe(), extra={"endpoint": change.endpoint_name, **result})
-    return result
+    return react_to_event(event, logger, normalize, react)

@@ -51,13 +51,7 @@ def create_endpoint(
 
 
 def wait_for(twin: Twin, done: Callable[[], bool], step: float = 30.0, limit: float = 12 * 3600) -> float:
-    """Let virtual time pass in steps until `done()`; the virtual seconds it took."""
-    start = twin.clock.now()
-    while not done():
-        if twin.clock.now() - start > limit:
-            raise TimeoutError("the flow did not settle in virtual time")
-        twin.clock.sleep(step)
-    return twin.clock.now() - start
+    return twin.wait_for(done, step, limit)
 
 
 def request(strategy: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inferops.errors import Conflict, InvalidInput, NotFound
+from inferops.errors import Conflict, NotFound, invalid
 from inferops.storage import ALARM_NAME_MAX_LENGTH, WaitPurpose
 
 if TYPE_CHECKING:
@@ -89,9 +89,7 @@ def normalize(event: dict[str, Any]) -> AlarmChange:
     try:
         envelope = _Envelope.model_validate(event)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"not a CloudWatch alarm state change: {field}: {first['msg']}", field=field) from error
+        raise invalid(error, "not a CloudWatch alarm state change") from error
     detail = envelope.detail
     return AlarmChange(
         event_id=envelope.id,

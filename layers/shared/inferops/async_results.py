@@ -52,7 +52,7 @@ from aws_lambda_powertools.utilities.parser.models import SnsNotificationModel
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from inferops.errors import InvalidInput
+from inferops.errors import InvalidInput, invalid
 from inferops.storage import (
     ASYNC_RESULT_RETENTION_DAYS,
     ASYNC_STATS_RETENTION_DAYS,
@@ -322,12 +322,6 @@ def classify(reason: str | None) -> Classification:
 
 
 # ---------------------------------------------------------------------- parsing one SQS message
-def _invalid(prefix: str, error: ValidationError, where: str) -> InvalidInput:
-    first = error.errors()[0]
-    field = ".".join([where, *(str(p) for p in first["loc"])]) if where else ".".join(str(p) for p in first["loc"])
-    return InvalidInput(f"{prefix}: {field}: {first['msg']}", field=field)
-
-
 def _json_object(text: str, field: str, what: str) -> dict[str, Any]:
     try:
         document = json.loads(text)
@@ -351,7 +345,7 @@ def parse_message(body: str, *, message_id: str | None = None) -> AsyncResultRec
         try:
             envelope = SnsNotificationModel.model_validate(document)
         except ValidationError as error:
-            raise _invalid("not an SNS notification", error, "envelope") from error
+            raise invalid(error, "not an SNS notification", "envelope") from error
         text = str(envelope.Message)
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > MAX_MESSAGE_BYTES:
@@ -367,7 +361,7 @@ def parse_message(body: str, *, message_id: str | None = None) -> AsyncResultRec
     try:
         notification = SageMakerNotification.model_validate(document)
     except ValidationError as error:
-        raise _invalid("not a SageMaker async inference notification", error, "") from error
+        raise invalid(error, "not a SageMaker async inference notification") from error
     return to_record(notification, message_id=message_id)
 
 

@@ -79,6 +79,8 @@ class DeploymentView(BaseModel):
     execution_arn: str | None
     verdicts: list[dict[str, Any]]
     timeline: list[dict[str, Any]]
+    diagnosis: dict[str, Any] | None = None
+    """FAILED / ROLLED_BACK: why, as findings with cause, evidence and fix (inferops.diagnosis.Diagnosis)."""
 
 
 def start(request: DeploymentRequest, clients: Clients, *, dry_run: bool = False) -> Started:
@@ -142,11 +144,12 @@ def view(record: OperationRecord, timeline: list[TimelineEntry]) -> DeploymentVi
         updated_at=record.model_dump(mode="json")["updated_at"],
         request=record.request,
         plan=record.plan,
-        result=record.result,
+        result={k: v for k, v in record.result.items() if k != "diagnosis"} if record.result else record.result,
         stop_request=record.stop_request,
         execution_arn=record.execution_arn,
         verdicts=[e["data"] for e in entries if e["kind"] == "verdict"],
         timeline=entries,
+        diagnosis=(record.result or {}).get("diagnosis"),
     )
 
 

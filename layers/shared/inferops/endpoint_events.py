@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inferops.errors import InvalidInput
+from inferops.errors import InvalidInput, invalid
 from inferops.storage import WaitPurpose
 
 if TYPE_CHECKING:
@@ -108,9 +108,7 @@ def normalize(event: dict[str, Any]) -> EndpointChange:
     try:
         envelope = _Envelope.model_validate(event)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"not a SageMaker endpoint event: {field}: {first['msg']}", field=field) from error
+        raise invalid(error, "not a SageMaker endpoint event") from error
     detail = envelope.detail
     status = STATUSES.get(detail.EndpointStatus, detail.EndpointStatus)
     if status not in STATUSES.values():

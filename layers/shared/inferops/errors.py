@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class InferOpsError(Exception):
     """Base class: `message` is shown to users as is; `field` names the offending input, if any."""
@@ -30,3 +35,16 @@ class Conflict(InferOpsError):
     """The resource is in a state that forbids the change (lock held, wrong status, duplicate)."""
 
     status_code = 409
+
+
+def first_problem(error: ValidationError) -> tuple[str, str]:
+    """pydantic's first error as (dotted field, message): what a user needs to fix first."""
+    first = error.errors()[0]
+    return ".".join(str(p) for p in first["loc"]), str(first["msg"])
+
+
+def invalid(error: ValidationError, what: str, where: str = "") -> InvalidInput:
+    """A malformed input of kind `what`, naming the offending field (under `where`, when nested)."""
+    field, message = first_problem(error)
+    field = f"{where}.{field}" if where else field
+    return InvalidInput(f"{what}: {field}: {message}", field=field)

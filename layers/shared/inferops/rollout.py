@@ -895,6 +895,26 @@ def finish(state: FlowState, services: Services) -> FlowState:
             _restore_scaling(services, state.resources.scaling)
         if state.resources.candidate_variant is not None:
             repo.delete_alarm_watches(state.operation_id, state.resources.alarms)
+    if not record.terminal and outcome.status in (OperationStatus.FAILED, OperationStatus.ROLLED_BACK):
+        from inferops import diagnosis  # every failed or rolled-back deployment carries its diagnosis
+
+        try:
+            res = state.resources
+            result["diagnosis"] = diagnosis.for_operation(
+                state.request.endpoint_name,
+                diagnosis.default_clients(services.sagemaker.meta.region_name),  # short timeouts, read-only
+                since=record.created_at.timestamp(),
+                errors=list(dict.fromkeys([outcome.reason, _reason(state)] if state.error else [outcome.reason])),
+                configs=[c for c in (res.target_config, res.staging_config) if c] if res else [],
+                alarm_names=res.alarms if res else [],
+                budget_seconds=diagnosis.OPERATION_BUDGET_SECONDS,
+            )
+        except Exception as error:  # bounded and best effort: a diagnosis never fails the flow it explains
+            import logging
+
+            logging.getLogger(__name__).warning("diagnosis unavailable", exc_info=error)
+            result["diagnosis"] = diagnosis.unavailable(state.request.endpoint_name, str(error))
+        _timeline(services, state, "diagnosis", str(result["diagnosis"].get("summary", ""))[:1000])
     if not record.terminal:
         repo.transition(state.operation_id, outcome.status, result=result)
         _timeline(services, state, "finished", f"{outcome.status.value}: {outcome.reason}")
