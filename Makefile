@@ -87,6 +87,7 @@ bench: venv ## Benchmarks: print figures and ratios
 	$(PY) tests/perf/bench_imports.py
 	$(PY) tests/perf/bench_deployment.py
 	$(PY) tests/perf/bench_async_results.py
+	$(PY) tests/perf/bench_shadow.py
 
 catalog: venv ## Regenerate the instance & accelerator catalog
 	$(PY) scripts/build_catalog.py

@@ -18,7 +18,7 @@ Not simulated (documented gaps): anomaly-detection and composite alarms (stored,
 Insights queries and metric-math functions beyond arithmetic, METRICS(), SUM/AVG/MIN/MAX, FILL and ABS;
 statistics other than the five basic ones and pNN (no tm99/wm99/IQM) and EvaluateLowSampleCountPercentile;
 the evaluation range is fixed at EvaluationPeriods + 2 (AWS's example; the real count is unpublished);
-metric-math target tracking and the 15-datapoint scale-in rule of target tracking; shadow, serverless and
+metric-math target tracking and the 15-datapoint scale-in rule of target tracking; serverless and
 multi-model metrics and the /aws/sagemaker/InferenceComponents namespace; alarms of other accounts/regions.
 """
 
@@ -292,6 +292,9 @@ class CloudWatchModel:
         for endpoint, profile in self.profiles.endpoints():
             try:
                 fleets = list(self.topology.serving_variants(endpoint))
+                shadows = getattr(self.topology, "shadow_variants", None)  # shadow tests: mirrored requests
+                if shadows is not None:
+                    fleets += list(shadows(endpoint))
             except Exception:  # the endpoint is gone (or not created yet): no traffic
                 fleets = []
             for fleet in fleets:

@@ -193,6 +193,11 @@ def _lognormal(p50: float, p99: float) -> tuple[float, float]:
     return mu, max(1e-6, (math.log(max(p99, p50 * 1.0001)) - mu) / _Z99)
 
 
+def _is_shadow(fleet: ServingVariantLike) -> bool:
+    """A shadow variant's fleet (the simulator's `shadow_variants`): its share is mirrored, not split."""
+    return bool(getattr(fleet, "shadow", False))
+
+
 def _is_gpu(instance_type: str) -> bool:
     parts = instance_type.split(".")
     return len(parts) > 1 and parts[1][:1] in ("g", "p")
@@ -322,8 +327,13 @@ class TrafficModel:
         self, endpoint: str, profile: LoadProfile, fleets: list[ServingVariantLike], boundary: float, rng: random.Random
     ) -> list[Any]:
         rate = profile.requests_per_minute * max(0.0, 1.0 + profile.jitter * rng.gauss(0.0, 1.0))
-        counts = _split(_poisson(rng, rate), [max(0.0, f.weight_share) for f in fleets])
-        return self._emit_minute(endpoint, profile, fleets, counts, boundary, rng, asynchronous=False)
+        serving = [f for f in fleets if not _is_shadow(f)]
+        counts = _split(_poisson(rng, rate), [max(0.0, f.weight_share) for f in serving])
+        shadows = [f for f in fleets if _is_shadow(f)]
+        if shadows:  # a shadow variant gets a copy of a sample of the production requests (its sampling share)
+            mirrored = [_binomial(rng, sum(counts), min(1.0, max(0.0, f.weight_share))) for f in shadows]
+            serving, counts = [*serving, *shadows], [*counts, *mirrored]
+        return self._emit_minute(endpoint, profile, serving, counts, boundary, rng, asynchronous=False)
 
     def _async_minute(
         self, endpoint: str, profile: LoadProfile, fleets: list[ServingVariantLike], boundary: float, rng: random.Random
@@ -401,6 +411,7 @@ class TrafficModel:
     ) -> list[Any]:
         """High-resolution concurrency (Little's law: rate x mean latency), every 10 s."""
         stamp = boundary - 10
+        fleets = [f for f in fleets if not _is_shadow(f)]  # mirrored requests are not the callers' concurrency
         total_share = sum(max(0.0, f.weight_share) for f in fleets)
         variants: dict[str, tuple[float, int]] = {}
         datums = []

@@ -285,6 +285,60 @@ def scenario_managed() -> None:
                 timeline.say("judge", f"{metric['name']}: {metric['outcome']} - {metric['reason']}")
 
 
+# ---------------------------------------------------------------- shadow tests
+SKIP = ("verdict", "sagemaker", "requested", "finished")
+
+
+def scenario_shadow() -> None:
+    console.rule("[bold]Shadow test, sampling 10 % -> 50 % -> 100 %, judged every 10 min: the candidate is promoted")
+    with Twin(parameters=QUIET) as twin:
+        timeline = Timeline(twin)
+        create_endpoint(twin)
+        create_model(twin, "fraud-v2")
+        body = {
+            "endpoint_name": ENDPOINT,
+            "model": {"source": "existing", "model_name": "fraud-v2"},
+            "role_arn": ROLE,
+            "sampling_steps": [10, 50, 100],
+            "duration_hours": 2,
+            "analysis_interval_minutes": 10,
+            "action": "promote",
+        }
+        timeline.say("operator", "POST /shadow-tests fraud-v2 on fraud-scorer, promote if it passes")
+        status, reply = twin.api_request("POST", "/shadow-tests", body=body)
+        if status != 202:
+            raise RuntimeError(f"shadow test refused: {reply}")
+        operation, plan = reply["id"], reply["plan"]
+        phases = ", ".join(f"{p['sampling_percent']} % for ~{p['seconds'] // 60} min" for p in plan["phases"])
+        timeline.say("InferOps", f"{operation}: experiment {plan['experiment_name']}: {phases}")
+        shown: set[str] = set()
+        while True:
+            twin.clock.sleep(300)  # each poll is a real API invocation
+            _, view = twin.api_request("GET", f"/shadow-tests/{operation}")
+            said = [(e["at"], "InferOps", e["message"]) for e in view["timeline"] if e["kind"] not in SKIP]
+            for v in view["verdicts"]:
+                what = f"interval {v['interval'] + 1} of phase" if v["scope"] == "interval" else "phase"
+                text = f"{what} {v['phase'] + 1} at {v['sampling']} %: {v['result']} ({v['reason']})"
+                said.append((v["at"], "judge", text))
+            for at, who, text in sorted(said):
+                if at + text not in shown:
+                    timeline.say(who, text[:150], at=datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp())
+                shown.add(at + text)
+            if view["status"] in ("SUCCEEDED", "FAILED", "ROLLED_BACK", "REFUSED", "ABORTED"):
+                break
+        intervals = [v for v in view["verdicts"] if v["scope"] == "interval"]
+        passed = sum(1 for v in intervals if v["result"] == "Pass")
+        timeline.say(
+            "judge",
+            f"{len(intervals)} interval verdicts ({passed} Pass), sampling history "
+            + " -> ".join(f"{h['percent']} %" for h in view["sampling_history"]),
+        )
+        colour = "green" if view["status"] == "SUCCEEDED" else "red"
+        timeline.say("InferOps", f"[{colour}]{view['status']}[/{colour}]: {view['result']['reason']}")
+        variants = twin.client("sagemaker").describe_endpoint(EndpointName=ENDPOINT)["ProductionVariants"]
+        timeline.say("SageMaker", "serving: " + ", ".join(v["VariantName"] for v in variants))
+
+
 # ---------------------------------------------------------------- async inference results
 class _JsonTap:
     """stdout during a scenario: the functions' JSON lines (EMF metrics, logs) are kept, everything else passes."""
@@ -471,6 +525,7 @@ SCENARIOS: dict[str, Callable[[], None]] = {
     "canary": scenario_canary,
     "rollback": scenario_rollback,
     "managed": scenario_managed,
+    "shadow": scenario_shadow,
     "async": scenario_async,
 }
 

@@ -239,3 +239,53 @@ def test_a_throttled_failure_puts_the_token_back_for_the_retry(ddb_table: Reposi
         stub.assert_no_pending_responses()
     assert (retry["already_stopping"], retry["tokens"]) == (["op-1"], {"op-1:bake": "failed"})
     assert len(ddb_table.timeline("op-1")) == 1
+
+
+# --- shadow tests -----------------------------------------------------------------------------------------
+
+
+def watching_shadow(
+    repo: Repository, operation_id: str = "op-s", purpose: WaitPurpose = WaitPurpose.SHADOW_WATCH
+) -> None:
+    """A shadow test of fraud-scorer parked between two analyses (or waiting for approval), with a guard alarm."""
+    repo.create_operation("shadow_test", ENDPOINT, {}, operation_id=operation_id)
+    repo.transition(operation_id, OperationStatus.RUNNING)
+    repo.put_alarm_watch(ALARM, ENDPOINT, operation_id, ttl_seconds=3600)
+    repo.put_task_token(ENDPOINT, purpose, f"{purpose}-{operation_id}", operation_id, ttl_seconds=3600)
+
+
+def test_a_guard_alarm_fails_a_shadow_tests_parked_watch(ddb_table: Repository, sfn: Any) -> None:
+    watching_shadow(ddb_table)
+    with Stubber(sfn) as stub:
+        stub.add_response("send_task_failure", {}, failure("shadow-watch-op-s"))
+        result = react(normalize(sample("rollback_alarm_in_alarm")), ddb_table, sfn)
+        stub.assert_no_pending_responses()
+    assert (result["stopped"], result["tokens"]) == (["op-s"], {"op-s:shadow-watch": "failed"})
+    stop = ddb_table.get_operation("op-s").stop_request
+    assert stop is not None and stop["kind"] == "alarm"
+    assert ddb_table.get_task_token(ENDPOINT, WaitPurpose.SHADOW_WATCH) is None
+
+
+def test_a_guard_alarm_fails_a_shadow_test_waiting_for_approval(ddb_table: Repository, sfn: Any) -> None:
+    watching_shadow(ddb_table, purpose=WaitPurpose.APPROVAL)
+    with Stubber(sfn) as stub:
+        stub.add_response("send_task_failure", {}, failure("approval-op-s"))
+        result = react(normalize(sample("rollback_alarm_in_alarm")), ddb_table, sfn)
+    assert result["tokens"] == {"op-s:approval": "failed"}
+
+
+def test_a_deployments_watch_does_not_touch_shadow_waits(ddb_table: Repository, sfn: Any) -> None:
+    baking(ddb_table)
+    ddb_table.put_task_token(ENDPOINT, WaitPurpose.SHADOW_WATCH, "watch-op-1", "op-1", ttl_seconds=3600)
+    with Stubber(sfn) as stub:
+        stub.add_response("send_task_failure", {}, failure("bake-op-1"))
+        result = react(normalize(sample("rollback_alarm_in_alarm")), ddb_table, sfn)
+        stub.assert_no_pending_responses()
+    assert result["tokens"] == {"op-1:bake": "failed"}  # the deployment's waits, as before
+    assert ddb_table.get_task_token(ENDPOINT, WaitPurpose.SHADOW_WATCH) is not None
+
+
+def test_the_shadow_kind_is_the_flows() -> None:
+    from inferops import alarm_events, shadow
+
+    assert alarm_events.SHADOW_TEST_KIND == shadow.KIND

@@ -665,7 +665,7 @@ def test_concurrent_takes_resume_once(ddb_table: Repository, clock: FakeClock) -
 
 
 def test_wait_purposes_are_the_token_sort_keys(repo: Repository) -> None:
-    assert [str(p) for p in WaitPurpose] == ["endpoint-update", "bake", "approval"]
+    assert [str(p) for p in WaitPurpose] == ["endpoint-update", "bake", "approval", "shadow-watch"]
     repo.put_task_token("ep", WaitPurpose.BAKE, "tok-bake", "op-a", ttl_seconds=60)
     repo.put_task_token("ep", "approval", "tok-approval", "op-a", ttl_seconds=60)
 

@@ -4,7 +4,8 @@ A flow that watches alarms (a managed deployment's rollback alarms, a shadow tes
 alarm watch per alarm for its operation. When one of them reports ALARM, the operation gets a stop request
 (the first request wins; the flow honours it at its next step) and, if the flow is parked in a bake or an
 approval wait, that wait's task fails with `AlarmTriggered`, so a managed deployment rolls back at once
-instead of at the end of its bake. EventBridge delivers at least once: a repeat finds the stop already
+instead of at the end of its bake (a shadow test parked between two analyses, or waiting for approval, removes
+its shadow variant at once). EventBridge delivers at least once: a repeat finds the stop already
 recorded and the task token gone, and a retried delivery fails a token the first one had to put back.
 """
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 STOP_ERROR = "AlarmTriggered"
 """The error a parked wait fails with: the flows catch it and roll back."""
 STOPPABLE_WAITS = (WaitPurpose.BAKE, WaitPurpose.APPROVAL)
+SHADOW_TEST_KIND = "shadow_test"  # inferops.shadow.KIND (not imported: it would weigh on this handler's cold start)
+SHADOW_TEST_WAITS = (WaitPurpose.SHADOW_WATCH, WaitPurpose.APPROVAL)
+"""A shadow test's waits a guard alarm fails: between two analyses, or waiting for approval."""
 _GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
 
 AlarmStateValue = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
@@ -118,42 +122,51 @@ def react(change: AlarmChange, repo: Repository, stepfunctions: SFNClient) -> di
     outcome: dict[str, list[str]] = {"stopped": [], "already_stopping": [], "ended": []}
     tokens: dict[str, str] = {}
     for watch in watches:
-        verdict = _stop(watch, change, reason, repo)
+        verdict, kind = _stop(watch, change, reason, repo)
         outcome[verdict].append(watch.operation_id)
         if verdict != "ended":
-            tokens |= _fail_waits(watch, reason, repo, stepfunctions)
+            waits = SHADOW_TEST_WAITS if kind == SHADOW_TEST_KIND else STOPPABLE_WAITS
+            tokens |= _fail_waits(watch, reason, repo, stepfunctions, waits)
     stopping = outcome["stopped"] or outcome["already_stopping"]
     return {**summary, "action": "stopped" if stopping else "ignored", **outcome, "tokens": tokens}
 
 
 def _stop(
     watch: AlarmWatch, change: AlarmChange, reason: str, repo: Repository
-) -> Literal["stopped", "already_stopping", "ended"]:
-    """Record the stop request; only the delivery that records it writes the timeline entry."""
+) -> tuple[Literal["stopped", "already_stopping", "ended"], str | None]:
+    """Record the stop request; only the delivery that records it writes the timeline entry. Also the kind of
+    the operation (None when it is gone), which says what waits it may be parked in."""
     try:
         current = repo.get_operation(watch.operation_id)
     except NotFound:  # the watch outlived its operation (both expire by TTL)
-        return "ended"
+        return "ended", None
     if current.terminal:
-        return "ended"
+        return "ended", current.kind
     if current.stop_request is not None:  # a repeat of this event, or an earlier abort or alarm
-        return "already_stopping"
+        return "already_stopping", current.kind
     by = f"alarm:{change.alarm_name}"
     try:
         stopped = repo.request_stop(watch.operation_id, kind="alarm", reason=reason, by=by)
     except Conflict:  # it ended between our read and our write
-        return "ended"
+        return "ended", current.kind
     recorded = stopped.stop_request or {}
     if (recorded.get("by"), recorded.get("reason")) != (by, reason):  # another stop won the race
-        return "already_stopping"
+        return "already_stopping", current.kind
     repo.append_timeline(watch.operation_id, "alarm", reason, change.model_dump(mode="json"))
-    return "stopped"
+    return "stopped", current.kind
 
 
-def _fail_waits(watch: AlarmWatch, reason: str, repo: Repository, stepfunctions: SFNClient) -> dict[str, str]:
-    """Fail the operation's parked bake/approval task, so its flow's catch rolls back now."""
+def _fail_waits(
+    watch: AlarmWatch,
+    reason: str,
+    repo: Repository,
+    stepfunctions: SFNClient,
+    purposes: tuple[WaitPurpose, ...] = STOPPABLE_WAITS,
+) -> dict[str, str]:
+    """Fail the operation's parked wait (a deployment's bake/approval, a shadow test's watch/approval), so its
+    flow's catch rolls back (removes the shadow) now."""
     results: dict[str, str] = {}
-    for purpose in STOPPABLE_WAITS:
+    for purpose in purposes:
         token = repo.take_task_token(watch.endpoint, purpose)
         if token is None:
             continue

@@ -399,6 +399,144 @@ def _events_and_trials(events: dict[datetime, float], trials: dict[datetime, flo
     return round(sum(events[t] for t in both)), round(sum(trials[t] for t in both))
 
 
+# ---------------------------------------------------------------- shadow tests
+ENDPOINTS_NAMESPACE = "/aws/sagemaker/Endpoints"
+UTILISATION_TOLERANCE = 0.25  # relative median shift of a utilisation metric before it counts as worse
+_SHADOW_BUILT_IN = (*_BUILT_IN, ("modelerrors", "InvocationModelErrors", "Sum"))
+_UTILISATION = (
+    ("cpu", "CPUUtilization"),
+    ("memory", "MemoryUtilization"),
+    ("gpu", "GPUUtilization"),
+    ("gpumemory", "GPUMemoryUtilization"),
+)
+
+
+def evaluate_shadow(
+    cloudwatch: CloudWatchClient,
+    spec: Analysis,
+    *,
+    endpoint: str,
+    production: str,
+    shadow: str,
+    config: str,
+    start: datetime,
+    end: datetime,
+    utilisation: bool,
+) -> Verdict:
+    """Judge a shadow variant against the production variant it mirrors over [start, end)."""
+    return judge(
+        collect_shadow(
+            cloudwatch,
+            spec,
+            endpoint=endpoint,
+            production=production,
+            shadow=shadow,
+            config=config,
+            start=start,
+            end=end,
+            utilisation=utilisation,
+        )
+    )
+
+
+def collect_shadow(
+    cloudwatch: CloudWatchClient,
+    spec: Analysis,
+    *,
+    endpoint: str,
+    production: str,
+    shadow: str,
+    config: str,
+    start: datetime,
+    end: datetime,
+    utilisation: bool,
+) -> list[Metric]:
+    """Production (baseline) and shadow (canary) series of one endpoint, in one GetMetricData request.
+
+    What `collect` compares, plus InvocationModelErrors (critical, like the 5XX rate: a model that errors is not
+    promoted) and, with `utilisation` (the shadow sees the production load, i.e. 100 % sampling), the
+    instance utilisation metrics SageMaker publishes for the variants (CPU and memory; GPU and GPU memory on
+    accelerated instances): each is judged only where both variants have datapoints, and never critically.
+    """
+    period = spec.interval_seconds
+    queries: list[MetricDataQueryTypeDef] = []
+    for side, variant_name in (("baseline", production), ("canary", shadow)):
+        variant = {"EndpointName": endpoint, "VariantName": variant_name}
+        queries += [
+            _query(f"{key}_{side}", SAGEMAKER_NAMESPACE, name, stat, variant, period)
+            for key, name, stat in _SHADOW_BUILT_IN
+        ]
+        if utilisation:
+            queries += [
+                _query(f"{key}_{side}", ENDPOINTS_NAMESPACE, name, "Average", variant, period)
+                for key, name in _UTILISATION
+            ]
+        for index, custom in enumerate(spec.metrics):
+            filled = custom.dimensions_for(endpoint=endpoint, variant=variant_name, config=config)
+            queries.append(
+                _query(f"custom{index}_{side}", custom.namespace, custom.metric_name, custom.stat, filled, period)
+            )
+    series = _get_metric_data(cloudwatch, queries, start, end)
+
+    def values(key: str, side: str) -> list[float]:
+        return list(series[f"{key}_{side}"].values())
+
+    def rate(name: str, key: str, *, critical: bool, max_rate: float | None) -> RateMetric:
+        base_events, base_trials = _events_and_trials(series[f"{key}_baseline"], series["invocations_baseline"])
+        can_events, can_trials = _events_and_trials(series[f"{key}_canary"], series["invocations_canary"])
+        return RateMetric(
+            name=name,
+            baseline_events=base_events,
+            baseline_trials=base_trials,
+            canary_events=can_events,
+            canary_trials=can_trials,
+            max_rate=max_rate,
+            min_trials=max(1, spec.min_requests),
+            critical=critical,
+        )
+
+    metrics: list[Metric] = [
+        DistributionMetric(
+            name="ModelLatency",
+            baseline=values("latency", "baseline"),
+            canary=values("latency", "canary"),
+            bad_direction="increase",
+            tolerance=spec.max_latency_increase_percent / 100,
+            min_samples=spec.min_samples,
+            critical=True,
+        ),
+        rate("Invocation5XXErrors", "errors5xx", critical=True, max_rate=spec.max_error_rate),
+        rate("InvocationModelErrors", "modelerrors", critical=True, max_rate=spec.max_error_rate),
+        rate("Invocation4XXErrors", "errors4xx", critical=False, max_rate=None),
+    ]
+    if utilisation:
+        metrics += [
+            DistributionMetric(
+                name=name,
+                baseline=values(key, "baseline"),
+                canary=values(key, "canary"),
+                bad_direction="increase",
+                tolerance=UTILISATION_TOLERANCE,
+                min_samples=spec.min_samples,
+            )
+            for key, name in _UTILISATION
+            if series[f"{key}_baseline"] and series[f"{key}_canary"]  # where present: GPU only on GPU instances
+        ]
+    metrics += [
+        DistributionMetric(
+            name=f"{custom.namespace}/{custom.metric_name} {custom.stat}",
+            baseline=values(f"custom{index}", "baseline"),
+            canary=values(f"custom{index}", "canary"),
+            bad_direction=custom.bad,
+            tolerance=custom.tolerance_percent / 100,
+            min_samples=spec.min_samples,
+            critical=custom.critical,
+        )
+        for index, custom in enumerate(spec.metrics)
+    ]
+    return metrics
+
+
 # ---------------------------------------------------------------- statistics
 def median(values: Sequence[float]) -> float:
     ordered = sorted(values)

@@ -18,6 +18,7 @@ endpoint lock   ``LOCK#<endpoint>``     ``LOCK``                        -
 task token      ``TOKEN#<endpoint>``    ``<purpose>``                   -
 endpoint state  ``EPSTATE#<endpoint>``  ``endpoint`` | ``deployment``   -
 alarm watch     ``ALARM#<alarm name>``  ``<operation id>``              -
+operation state ``OP#<id>``             ``STATE#<name>``                -
 async result    ``ASYNC#<inference>``   ``RESULT``                      -
 async stats     ``ASYNCSTATS#<ep>``     ``<hour>#<message>.<try>``      -
 ==============  ======================  ==============================  =================================
@@ -136,6 +137,8 @@ class WaitPurpose(StrEnum):
     ENDPOINT_UPDATE = "endpoint-update"
     BAKE = "bake"
     APPROVAL = "approval"
+    SHADOW_WATCH = "shadow-watch"
+    """A shadow test between two analyses: the heartbeat ends the wait, a guard alarm or an operator fails it."""
 
 
 _S = OperationStatus
@@ -898,6 +901,103 @@ class Repository:
                 TableName=self.table_name,
                 Key={k: _string(v) for k, v in self._watch_key_attrs(name, operation_id).items()},
             )
+
+    # --- operation state ------------------------------------------------------------------------------
+
+    def put_operation_state(
+        self, operation_id: str, name: str, data: Mapping[str, Any], *, if_absent: bool = False
+    ) -> bool:
+        """Store (or replace) a flow's named working record beside its operation (not part of the status record).
+
+        `if_absent`: only the first write wins (an operator's decision); returns False when one already exists.
+        The record expires with the retention of a finished operation.
+        """
+        _check_key_part(name, "name")
+        now = self.now()
+        item = _serialize(
+            {
+                "pk": f"OP#{operation_id}",
+                "sk": f"STATE#{name}",
+                "operation_id": operation_id,
+                "name": name,
+                "data": dict(data),
+                "updated_at": format_timestamp(_datetime(now)),
+                "expires_at": math.ceil(now) + TERMINAL_RETENTION_DAYS * _DAY + 31 * _DAY,
+            }
+        )
+        kwargs: dict[str, Any] = {"TableName": self.table_name, "Item": item}
+        if if_absent:
+            kwargs["ConditionExpression"] = "attribute_not_exists(pk)"
+        try:
+            self.client.put_item(**kwargs)
+        except ClientError as err:
+            if if_absent and _condition_failed(err):
+                return False
+            raise
+        return True
+
+    def get_operation_state(self, operation_id: str, name: str) -> dict[str, Any] | None:
+        """A flow's named working record (strongly consistent), or None."""
+        _check_key_part(name, "name")
+        response = self.client.get_item(
+            TableName=self.table_name,
+            Key={"pk": _string(f"OP#{operation_id}"), "sk": _string(f"STATE#{name}")},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return dict(_deserialize(item)["data"]) if item else None
+
+    def update_operation_state(
+        self,
+        operation_id: str,
+        name: str,
+        *,
+        fields: Mapping[str, Any] | None = None,
+        append: Mapping[str, list[Any]] | None = None,
+        unless_set: str | None = None,
+    ) -> bool:
+        """Set top-level `fields` and append to lists (`append`) of an existing record in one UpdateItem, so that
+        writers of different fields (a flow and an operator) never undo each other.
+
+        `unless_set` names a field that must not be set yet (the first decision wins): returns False when it is.
+        NotFound when there is no record.
+        """
+        _check_key_part(name, "name")
+        names: dict[str, str] = {"#data": "data", "#updated_at": "updated_at"}
+        values: dict[str, Any] = {":updated_at": _string(format_timestamp(_datetime(self.now())))}
+        sets = ["#updated_at = :updated_at"]
+        for n, (key, value) in enumerate((fields or {}).items()):
+            names[f"#f{n}"] = key
+            values[f":f{n}"] = _serialize({"v": value})["v"] if value is not None else {"NULL": True}
+            sets.append(f"#data.#f{n} = :f{n}")
+        if append:
+            values[":empty"] = {"L": []}
+        for n, (key, items) in enumerate((append or {}).items()):
+            names[f"#a{n}"] = key
+            values[f":a{n}"] = _serialize({"v": list(items)})["v"]
+            sets.append(f"#data.#a{n} = list_append(if_not_exists(#data.#a{n}, :empty), :a{n})")
+        condition = "attribute_exists(pk)"
+        if unless_set is not None:
+            names["#unset"] = unless_set
+            values[":null"] = {"NULL": True}
+            condition += " AND (attribute_not_exists(#data.#unset) OR #data.#unset = :null)"
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={"pk": _string(f"OP#{operation_id}"), "sk": _string(f"STATE#{name}")},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if not _condition_failed(err):
+                raise
+            if unless_set is not None and _old_item(err) is not None:
+                return False
+            raise NotFound(f"operation {operation_id} has no {name} record", "operation_id") from err
+        return True
 
     # --- helpers --------------------------------------------------------------------------------------
 
