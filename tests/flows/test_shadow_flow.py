@@ -318,3 +318,17 @@ def test_duplicated_and_reordered_events_resume_the_flow_once_per_wait() -> None
     assert sum(1 for r in results if r.get("action") == "resumed") == 2  # the start, then the stop
     assert "heartbeat" not in kinds(view)  # resumed by the events, not by the fallback
     assert endpoint == ("InService", ["AllTraffic"], [f"{ENDPOINT}-v1"], [])
+
+
+def test_lost_events_cost_a_heartbeat_not_a_stuck_test() -> None:
+    with Twin() as twin:
+        create_endpoint(twin, count=2)
+        twin.faults.events.lose = 1.0  # SageMaker's endpoint events never arrive
+        twin.faults.events.pattern = SAGEMAKER_EVENTS
+        operation = start(twin, body(action="promote"))
+        view = finished(twin, operation)
+        endpoint = serving(twin)
+
+    assert view["status"] == "SUCCEEDED", view["result"]
+    assert kinds(view).count("heartbeat") == 2  # the start and the stop, each found by DescribeInferenceExperiment
+    assert endpoint == ("InService", ["AllTraffic-shadow"], [f"{ENDPOINT}-v2"], [])

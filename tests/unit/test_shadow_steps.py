@@ -324,14 +324,29 @@ def test_a_wake_judges_each_ended_interval_and_goes_on(env: Env) -> None:
     assert len([e for e in env.repo.timeline(OP) if e.kind == "verdict"]) == 2
 
 
-def test_a_failing_interval_ends_the_wait_with_analysis_failed(env: Env) -> None:
+def test_a_failing_interval_stops_the_test_once_the_next_confirms_it(env: Env) -> None:
     the_state = running(env, state(env), [(100, NOW, NOW + 4 * 900)])
-    env.verdicts = [analysis.Result.FAIL]
+    env.verdicts = [analysis.Result.FAIL, analysis.Result.PASS, analysis.Result.FAIL, analysis.Result.FAIL]
+    env.clock[0] = NOW + 2 * 900
+    shadow.watch(the_state, env.services, "tok-1")  # Fail, then Pass: chance, not a reason to stop
+    assert env.sfn.failures == []
+    env.clock[0] = NOW + 4 * 900
+    shadow.watch(the_state, env.services, "tok-2")  # Fail, Fail
+    [(token, error, cause)] = env.sfn.failures
+    assert (token, error) == ("tok-2", "AnalysisFailed") and "(2 intervals in a row)" in cause
+    assert env.repo.get_task_token(ENDPOINT, WaitPurpose.SHADOW_WATCH) is None
+
+
+def test_an_error_rate_above_its_ceiling_stops_the_test_at_once(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    the_state = running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    errors = analysis.MetricVerdict(
+        name="Invocation5XXErrors", outcome=analysis.Outcome.FAIL, reason="30 %", canary=0.3, critical=True
+    )
+    failing = analysis.Verdict(result=analysis.Result.FAIL, score=0.0, reason="5xx", metrics=[errors])
+    monkeypatch.setattr(shadow, "_judge", lambda *a, **k: failing)
     env.clock[0] = NOW + 900
     shadow.watch(the_state, env.services, "tok-1")
-    [(token, error, cause)] = env.sfn.failures
-    assert (token, error) == ("tok-1", "AnalysisFailed") and "interval verdict Fail" in cause
-    assert env.repo.get_task_token(ENDPOINT, WaitPurpose.SHADOW_WATCH) is None
+    assert [(t, e) for t, e, _ in env.sfn.failures] == [("tok-1", "AnalysisFailed")]
 
 
 def test_the_end_of_the_phase_ends_the_wait(env: Env) -> None:

@@ -18,8 +18,8 @@ History budget: a 30-day test must stay far below Step Functions' 25,000 history
 task whose heartbeat timeout is the timer (like the deployment's bake), so a wake costs one task (~6 events). A
 wake judges every analysis interval that ended since the previous one, each on its own window; a test with more
 than `WAKE_BUDGET` intervals wakes every few intervals (`wake_every`), which bounds the history (a 30-day test at
-a 15-minute interval: one wake an hour) at the price of a later early stop. Guard alarms end the wait at once.
-SageMaker sends no EventBridge event for inference experiments: the start and the end of an experiment are
+a 15-minute interval: a wake every 75 minutes) at the price of a later early stop. Guard alarms end the wait
+at once. SageMaker sends no EventBridge event for inference experiments: the start and the end of an experiment are
 waited for on the endpoint's own events (the experiment updates the endpoint), with a heartbeat that falls back to
 one DescribeInferenceExperiment.
 """
@@ -77,6 +77,8 @@ WAKE_BUDGET = 600
 """Most wakes a test's analysis may take; more intervals than this and a wake judges several of them."""
 MAX_POINTS = 240
 """Most datapoints per series a verdict reads (a phase of days is judged on coarser datapoints)."""
+CONFIRM_FAILS = 2
+"""Failing interval verdicts in a row that stop a test early (one is enough above an error-rate ceiling)."""
 METRIC_LAG_SECONDS = 60
 """An interval is judged this long after it ends: SageMaker publishes a minute's metrics after the minute."""
 DECISION_MARGIN_SECONDS = 300
@@ -1132,6 +1134,7 @@ def _running(state: FlowState, services: Services, described: dict[str, Any]) ->
         "phases": starts,
         "current": 0,
         "judged": 0,
+        "failing": 0,
         "sampling_history": [{"at": now, "percent": request.sampling_steps[0], "by": "flow"}],
         "last_verdict": None,
         "decision": None,
@@ -1189,7 +1192,7 @@ def start_phase(state: FlowState, services: Services) -> FlowState:
             "ends_at": progress["analysis_end_at"] if last else now + length,
         }
     repo.update_operation_state(
-        state.operation_id, PROGRESS, fields={"phases": phases, "current": watch.phase, "judged": 0}
+        state.operation_id, PROGRESS, fields={"phases": phases, "current": watch.phase, "judged": 0, "failing": 0}
     )
     ends = float(phases[watch.phase]["ends_at"])
     _timeline(
@@ -1261,11 +1264,18 @@ def watch(state: FlowState, services: Services, token: str) -> FlowState:
 
 
 def judge_windows(state: FlowState, services: Services, progress: dict[str, Any], now: float) -> str | None:
-    """Judge the phase's windows not judged yet; record each verdict; the reason of the first Fail, if any."""
+    """Judge the phase's windows not judged yet and record each verdict; why the test must stop, if it must.
+
+    A month of 15-minute intervals is thousands of looks at the same data stream: at the judge's 5 % level some
+    would fail a healthy shadow by chance (the 30-day benchmark saw one in ~1,000). So a Fail stops the test when
+    the next interval confirms it (`CONFIRM_FAILS` in a row), or at once when a critical error rate is above its
+    ceiling (`analysis.max_error_rate`: as plain as an alarm, and what a broken candidate shows).
+    """
     the_plan, watch_, repo = _plan(state), state.watch, services.repo
     assert watch_ is not None
     phase = progress["phases"][watch_.phase]
     done = int(progress.get("judged") or 0)
+    streak = int(progress.get("failing") or 0)
     due = [w for w in windows(phase, int(progress["interval_seconds"]), now) if w[0] >= done]
     failed: str | None = None
     percent = current_sampling(progress) or int(phase["sampling_percent"])
@@ -1274,12 +1284,25 @@ def judge_windows(state: FlowState, services: Services, progress: dict[str, Any]
         verdict = _judge(state, services, start, end, utilisation=percent == MAX_SAMPLING)
         last = _record_verdict(state, services, verdict, "interval", watch_.phase, percent, start, end, index)
         done = index + 1
-        if verdict.result is analysis.Result.FAIL:
-            failed = f"interval verdict Fail at {percent} % sampling: {verdict.reason}"
+        streak = streak + 1 if verdict.result is analysis.Result.FAIL else 0
+        if streak >= CONFIRM_FAILS or (streak and _over_ceiling(verdict, state.request.analysis.max_error_rate)):
+            confirmed = f" ({streak} intervals in a row)" if streak > 1 else ""
+            failed = f"interval verdict Fail at {percent} % sampling{confirmed}: {verdict.reason}"
             break
     if last is not None:
-        repo.update_operation_state(state.operation_id, PROGRESS, fields={"judged": done, "last_verdict": last})
+        repo.update_operation_state(
+            state.operation_id, PROGRESS, fields={"judged": done, "failing": streak, "last_verdict": last}
+        )
     return failed
+
+
+def _over_ceiling(verdict: analysis.Verdict, ceiling: float) -> bool:
+    """A critical error rate failed above its ceiling (the judge's `max_rate`)."""
+    return any(
+        m.critical and m.outcome is analysis.Outcome.FAIL and m.canary is not None and m.canary > ceiling
+        for m in verdict.metrics
+        if m.name in ("Invocation5XXErrors", "InvocationModelErrors")
+    )
 
 
 def _judge(state: FlowState, services: Services, start: float, end: float, *, utilisation: bool) -> analysis.Verdict:

@@ -225,9 +225,9 @@ def view(
         for e in entries
         if e["kind"] == "verdict"
     ]
-    shown = [e for e in entries if not (e["kind"] == "verdict" and e["data"].get("scope") == "interval")]
-    if entries and entries[-1]["kind"] == "verdict" and entries[-1] not in shown:
-        shown.append(entries[-1])  # the latest interval verdict, with its metrics
+    intervals = [i for i, e in enumerate(entries) if e["kind"] == "verdict" and e["data"].get("scope") == "interval"]
+    hidden = set(intervals[:-1])  # the latest interval verdict keeps its place, with its metrics' gist
+    shown = [e for i, e in enumerate(entries) if i not in hidden]
     phases = (progress or {}).get("phases") or []
     current = int((progress or {}).get("current") or 0)
     phase = None
