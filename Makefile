@@ -26,9 +26,11 @@ STATE_MACHINES := $(wildcard statemachines/*.asl.json)
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements/dev.txt requirements/constraints.txt layers/shared/requirements.txt
+$(VENV)/.installed: requirements/dev.txt requirements/constraints.txt layers/shared/requirements.txt pyproject.toml
 	@test -x $(PY) || { echo "creating $(VENV) with $$(./scripts/find-python)"; "$$(./scripts/find-python)" -m venv $(VENV); }
 	$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt $(PIP_QUIET)
+	# The project itself (editable): puts the `inferops` CLI on $(VENV)/bin.
+	$(PY) -m pip install -q --no-deps -e . $(PIP_QUIET)
 	@touch $@
 
 $(SAM_VENV)/.installed: requirements/sam.txt requirements/constraints-sam.txt
@@ -48,8 +50,8 @@ format: venv ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-typecheck: venv ## mypy (strict) on the layer, the functions and the scripts
-	$(VENV)/bin/mypy layers/shared functions twin scripts/build_catalog.py scripts/openapi.py
+typecheck: venv ## mypy (strict) on the layer, the functions, the twin, the CLI and the scripts
+	$(VENV)/bin/mypy layers/shared functions twin cli scripts/build_catalog.py scripts/openapi.py scripts/openapi_html.py
 
 template: venv sam-venv ## cfn-lint and sam validate --lint on template.yaml
 	$(VENV)/bin/cfn-lint template.yaml
