@@ -20,7 +20,7 @@ export AWS_EC2_METADATA_DISABLED := true
 
 STATE_MACHINES := $(wildcard statemachines/*.asl.json)
 
-.PHONY: help venv sam-venv lint format typecheck template statemachines catalog-check openapi \
+.PHONY: help venv sam-venv lint format typecheck template statemachines catalog-check openapi api-docs \
         unit test demo bench catalog clean
 
 help: ## List the targets
@@ -64,8 +64,12 @@ statemachines: venv ## statelint on every state machine definition
 catalog-check: venv ## Fail if the committed catalog differs from what scripts/build_catalog.py generates
 	$(PY) scripts/build_catalog.py --check
 
-openapi: venv ## Regenerate docs/openapi.json from the API's routes
+openapi: venv ## Regenerate docs/openapi.json from the API's routes, and its HTML page docs/api.html
 	$(PY) scripts/openapi.py --write
+	$(PY) scripts/openapi_html.py --write
+
+api-docs: venv ## Render docs/openapi.json to the static page docs/api.html (no network, no CDN)
+	$(PY) scripts/openapi_html.py --write
 
 unit: venv ## pytest (unit, property, flows)
 	$(PY) -m pytest -n auto --dist loadfile

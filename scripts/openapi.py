@@ -17,12 +17,7 @@ def generate() -> str:
     sys.path.insert(0, str(ROOT))
     from twin.lambdas import load_function
 
-    document: str = load_function("api").app.get_openapi_json_schema(
-        title="InferOps internal API",
-        version="0.1.0",
-        description="Guarded SageMaker deployments, shadow tests and scale to zero. Every call is SigV4-signed "
-        "(API Gateway AWS_IAM auth).",
-    )
+    document: str = load_function("api").openapi_document()
     return document + "\n"
 
 

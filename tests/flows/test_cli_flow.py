@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from botocore.credentials import Credentials
 from flowkit import create_endpoint, wait_for
 from typer.testing import CliRunner, Result
 
+from inferops_cli.client import Api
 from inferops_cli.main import ExitCode, app
+from scripts.openapi import DOCUMENT
 from twin.cloudwatch_traffic import ModelProfile
 from twin.runtime import Twin
 from twin.server import TwinServer
@@ -206,6 +209,13 @@ def test_unsigned_requests_are_refused_and_the_cli_says_why(served: tuple[Twin, 
     assert unsigned.exit_code == ExitCode.REFUSED
     assert "no AWS credentials found" in unsigned.stderr and "Missing Authentication Token" in unsigned.stderr
     assert as_json(unsigned_json)["error"]["status"] == 403
+
+
+def test_the_api_serves_its_openapi_document(served: tuple[Twin, str]) -> None:
+    _, url = served
+    signed = Api(url, Credentials(FAKE_AWS["AWS_ACCESS_KEY_ID"], "testing"), "us-east-1")
+
+    assert signed.call("GET", "/openapi.json") == json.loads(DOCUMENT.read_text())
 
 
 def test_no_answer_is_unreachable(served: tuple[Twin, str]) -> None:
