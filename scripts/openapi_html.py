@@ -62,7 +62,7 @@ def type_of(schema: dict[str, Any]) -> str:
 
 def limits(schema: dict[str, Any]) -> str:
     """Bounds and defaults worth telling a caller (minimum, maxLength, pattern, default...)."""
-    keys = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum", "minLength", "maxLength")
+    keys: tuple[str, ...] = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum", "minLength", "maxLength")
     keys += ("minItems", "maxItems", "pattern", "default")
     found = [f"{k}: <code>{escape(json.dumps(schema[k]))}</code>" for k in keys if k in schema]
     for option in schema.get("anyOf", []):
@@ -82,8 +82,8 @@ def parameters_table(parameters: list[dict[str, Any]]) -> str:
 
 
 def _content_type(body: dict[str, Any]) -> str:
-    content = body.get("content", {})
-    schema = next(iter(content.values()), {}).get("schema", {}) if content else {}
+    content: dict[str, Any] = body.get("content", {})
+    schema: dict[str, Any] = next(iter(content.values())).get("schema", {}) if content else {}
     return type_of(schema) if schema and schema != {"title": "Return"} else "JSON"
 
 

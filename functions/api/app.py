@@ -178,18 +178,15 @@ def _unexpected(error: Exception) -> Response[dict[str, Any]]:
     return _error(500, "internal error; the request id is in the response headers and the logs")
 
 
-OPENAPI_INFO: dict[str, str] = {
-    "title": "InferOps internal API",
-    "version": "0.1.0",
-    "description": "Guarded SageMaker deployments, shadow tests and scale to zero. Every call is SigV4-signed "
-    "(API Gateway AWS_IAM auth).",
-}
-
-
 @cache
 def openapi_document() -> str:
     """The API's OpenAPI document, generated from its routes (scripts/openapi.py writes the same to docs/)."""
-    return app.get_openapi_json_schema(**OPENAPI_INFO)
+    return app.get_openapi_json_schema(
+        title="InferOps internal API",
+        version="0.1.0",
+        description="Guarded SageMaker deployments, shadow tests and scale to zero. Every call is SigV4-signed "
+        "(API Gateway AWS_IAM auth).",
+    )
 
 
 @app.get("/openapi.json", summary="This API's OpenAPI document", include_in_schema=False)

@@ -34,6 +34,16 @@ FAKE_AWS = {
 }
 
 
+def operator_inbox(twin: Twin) -> str:
+    """An SQS queue subscribed to the stack's operator topic (raw delivery): what an operator would read."""
+    sns, sqs = twin.client("sns"), twin.client("sqs")
+    topic = twin.template.physical("OperatorTopic").ref
+    queue = sqs.create_queue(QueueName="operator-inbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    return str(queue)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Twin, str]]:
     empty = str(tmp_path_factory.mktemp("aws") / "none")
@@ -41,8 +51,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Twin, str
         for name, value in {**FAKE_AWS, "AWS_CONFIG_FILE": empty, "AWS_SHARED_CREDENTIALS_FILE": empty}.items():
             env.setenv(name, value)
         with Twin() as twin, TwinServer(twin) as server:
-            for name in ("cli-ok", "cli-bad", "cli-abort", "cli-shadow"):
-                create_endpoint(twin, name=name, count=2)
+            for name in ("cli-ok", "cli-abort", "cli-shadow"):  # light traffic: nothing judges them
+                create_endpoint(twin, name=name, count=2, rpm=60)
+            create_endpoint(twin, name="cli-bad", count=2)  # enough traffic for the judge
             twin.cloudwatch.set_model_profile("cli-bad-v2", ModelProfile.bad())
             yield twin, server.url
 
@@ -78,10 +89,13 @@ def test_plan_explains_a_refusal_and_shows_a_plan(served: tuple[Twin, str]) -> N
     assert {v["field"] for v in error["violations"]} == {"strategy.size", "alarms"}
 
 
-def test_deploy_and_watch_to_success(served: tuple[Twin, str]) -> None:
-    _, url = served
-    result = inferops(url, "deploy", *canary("cli-ok"), "--recommended-alarms", "--watch", "--interval", "0.1")
+def test_deploy_and_watch_to_success_and_the_operators_are_told(served: tuple[Twin, str]) -> None:
+    twin, url = served
+    inbox = operator_inbox(twin)
+    result = inferops(url, "deploy", *canary("cli-ok"), "--recommended-alarms", "--watch", "--interval", "0.5")
     listed = inferops(url, "--json", "status", "--endpoint", "cli-ok")
+    twin.clock.sleep(2)  # the Finished event follows the final record
+    told = [m["Body"] for m in twin.client("sqs").receive_message(QueueUrl=inbox, MaxNumberOfMessages=10)["Messages"]]
 
     assert result.exit_code == ExitCode.OK, result.stdout + result.stderr
     assert "SUCCEEDED: cli-ok-io-" in result.stdout
@@ -90,6 +104,8 @@ def test_deploy_and_watch_to_success(served: tuple[Twin, str]) -> None:
     page = as_json(listed)
     assert [d["status"] for d in page["deployments"]] == ["SUCCEEDED"]
     assert set(page["deployments"][0]) >= {"id", "status", "strategy", "created_at", "reason"}
+    done = page["deployments"][0]
+    assert told == [f"InferOps Deployment Finished: cli-ok SUCCEEDED ({done['id']}). {done['reason']}"]
 
 
 def test_a_bad_model_is_rolled_back_by_the_judge(served: tuple[Twin, str]) -> None:
@@ -129,13 +145,12 @@ def test_abort_then_watch_reports_the_rollback(served: tuple[Twin, str]) -> None
     operation = as_json(started)["id"]
 
     def shifted() -> bool:
-        view = as_json(inferops(url, "--json", "status", operation))
-        return any(e["kind"] == "shift" for e in view["timeline"])
+        return any(e["kind"] == "shift" for e in twin.api_request("GET", f"/deployments/{operation}")[1]["timeline"])
 
     wait_for(twin, shifted)
     running = inferops(url, "status", operation)
     aborted = inferops(url, "abort", operation, "--reason", "wrong build")
-    watched = inferops(url, "watch", operation, "--interval", "0.1")
+    watched = inferops(url, "watch", operation, "--interval", "0.5")
     again = inferops(url, "abort", operation)
 
     assert started.exit_code == ExitCode.OK
@@ -160,10 +175,10 @@ def test_shadow_test_start_status_and_discard(served: tuple[Twin, str]) -> None:
     refused = inferops(url, "shadow", "start", "-f", "-", stdin={**request, "duration_hours": 2000})
     started = inferops(url, "--json", "shadow", "start", "-f", "-", stdin=request)
     operation = as_json(started)["id"]
-    wait_for(twin, lambda: as_json(inferops(url, "--json", "shadow", "status", operation))["sampling_percent"] == 50)
+    wait_for(twin, lambda: twin.api_request("GET", f"/shadow-tests/{operation}")[1]["sampling_percent"] == 50)
     early = inferops(url, "shadow", "promote", operation)
     discarded = inferops(url, "shadow", "discard", operation, "--reason", "not today")
-    watched = inferops(url, "--json", "watch", operation, "--interval", "0.1")
+    watched = inferops(url, "--json", "watch", operation, "--interval", "0.5")
     shown = inferops(url, "shadow", "status", operation)
 
     assert refused.exit_code == ExitCode.REFUSED and "duration" in refused.stderr
