@@ -410,6 +410,8 @@ def _follow(cli: Cli, path: str, view: Callable[[Any], RenderableType], interval
             time.sleep(interval)
             record = cli.call("GET", path)
             live.update(view(record))
+    if not cli.out.is_terminal:
+        cli.out.line()  # Live ends its last frame without a newline when it is not drawing on a terminal
     raise typer.Exit(outcome_code(record.get("status")))
 
 

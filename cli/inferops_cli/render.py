@@ -104,16 +104,19 @@ def timeline_table(entries: Sequence[Mapping[str, Any]], *, last: int | None = T
 
 def verdicts_table(verdicts: Sequence[Mapping[str, Any]]) -> Table:
     table = Table(title="verdicts", title_justify="left", show_edge=False, pad_edge=False)
-    table.add_column("at", style="dim", no_wrap=True)
-    table.add_column("traffic", justify="right")
+    timed = any(v.get("at") or v.get("end") for v in verdicts)
+    if timed:
+        table.add_column("at", style="dim", no_wrap=True)
+    table.add_column("share", justify="right")  # of traffic (deployments) or sampled (shadow tests)
     table.add_column("verdict")
     table.add_column("score", justify="right")
     table.add_column("reason", overflow="fold")
     for verdict in verdicts:
         result = str(verdict.get("result", ""))
-        share = verdict.get("share", verdict.get("sampling_percent"))
+        share = verdict.get("share", verdict.get("sampling"))  # deployments: traffic; shadow tests: sampling
+        cells = [_clock(verdict.get("at") or verdict.get("end"))] if timed else []
         table.add_row(
-            _clock(verdict.get("at") or verdict.get("end")),
+            *cells,
             "" if share is None else f"{share} %",
             Text(result, style=VERDICT_STYLE.get(result, "")),
             _value(verdict.get("score")),

@@ -148,8 +148,9 @@ def test_abort_then_watch_reports_the_rollback(served: tuple[Twin, str]) -> None
         return any(e["kind"] == "shift" for e in twin.api_request("GET", f"/deployments/{operation}")[1]["timeline"])
 
     wait_for(twin, shifted)
-    running = inferops(url, "status", operation)
-    aborted = inferops(url, "abort", operation, "--reason", "wrong build")
+    with twin.busy():  # no jump to the end of the bake while the CLI runs
+        running = inferops(url, "status", operation)
+        aborted = inferops(url, "abort", operation, "--reason", "wrong build")
     watched = inferops(url, "watch", operation, "--interval", "0.5")
     again = inferops(url, "abort", operation)
 
@@ -176,8 +177,9 @@ def test_shadow_test_start_status_and_discard(served: tuple[Twin, str]) -> None:
     started = inferops(url, "--json", "shadow", "start", "-f", "-", stdin=request)
     operation = as_json(started)["id"]
     wait_for(twin, lambda: twin.api_request("GET", f"/shadow-tests/{operation}")[1]["sampling_percent"] == 50)
-    early = inferops(url, "shadow", "promote", operation)
-    discarded = inferops(url, "shadow", "discard", operation, "--reason", "not today")
+    with twin.busy():  # still in the 50 % phase while the CLI runs
+        early = inferops(url, "shadow", "promote", operation)
+        discarded = inferops(url, "shadow", "discard", operation, "--reason", "not today")
     watched = inferops(url, "--json", "watch", operation, "--interval", "0.5")
     shown = inferops(url, "shadow", "status", operation)
 
