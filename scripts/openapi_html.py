@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: `scripts` is a package of the repository
 DOCUMENT = ROOT / "docs" / "openapi.json"
 PAGE = ROOT / "docs" / "api.html"
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -170,19 +171,13 @@ def render(document: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    from scripts.openapi import write_or_check
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write docs/api.html")
     args = parser.parse_args()
     page = render(json.loads(DOCUMENT.read_text()))
-    if args.write:
-        PAGE.write_text(page)
-        print(f"wrote {PAGE.relative_to(ROOT)}")
-        return 0
-    if not PAGE.exists() or PAGE.read_text() != page:
-        print("docs/api.html is stale: run `make api-docs`", file=sys.stderr)
-        return 1
-    print("docs/api.html is current")
-    return 0
+    return write_or_check(PAGE, page, write=args.write, command="make api-docs")
 
 
 if __name__ == "__main__":
