@@ -50,6 +50,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Twin, str
     with pytest.MonkeyPatch.context() as env:
         for name, value in {**FAKE_AWS, "AWS_CONFIG_FILE": empty, "AWS_SHARED_CREDENTIALS_FILE": empty}.items():
             env.setenv(name, value)
+        env.setenv("POWERTOOLS_METRICS_DISABLED", "true")  # the API's EMF lines would land in the CLI's stdout
         with Twin() as twin, TwinServer(twin) as server:
             for name in ("cli-ok", "cli-abort", "cli-shadow"):  # light traffic: nothing judges them
                 create_endpoint(twin, name=name, count=2, rpm=60)

@@ -8,14 +8,13 @@ and alarms in template.yaml read.
 
 Powertools adds the `service` dimension (POWERTOOLS_SERVICE_NAME, `inferops` in the template) to each set.
 
-Written to the process's own stdout (CloudWatch Logs in Lambda) even where a caller swapped `sys.stdout`.
+Written to stdout, which Lambda sends to CloudWatch Logs, where EMF becomes metrics.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
@@ -24,13 +23,7 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import Ama
 NAMESPACE = "InferOps"
 
 
-def _write(line: str) -> None:
-    out = sys.__stdout__ or sys.stdout
-    out.write(line + "\n")
-    out.flush()
-
-
-def emit(name: str, value: float = 1, unit: str = "Count", *, out: Callable[[str], None] = _write, **dims: str) -> None:
+def emit(name: str, value: float = 1, unit: str = "Count", *, out: Callable[[str], None] = print, **dims: str) -> None:
     """One EMF record with one metric and its dimensions (skipped with POWERTOOLS_METRICS_DISABLED)."""
     if is_metrics_disabled():
         return
