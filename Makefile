@@ -20,15 +20,17 @@ export AWS_EC2_METADATA_DISABLED := true
 
 STATE_MACHINES := $(wildcard statemachines/*.asl.json)
 
-.PHONY: help venv sam-venv lint format typecheck template statemachines catalog-check openapi \
+.PHONY: help venv sam-venv lint format typecheck template statemachines catalog-check openapi api-docs \
         unit test demo bench catalog clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements/dev.txt requirements/constraints.txt layers/shared/requirements.txt
+$(VENV)/.installed: requirements/dev.txt requirements/constraints.txt layers/shared/requirements.txt pyproject.toml
 	@test -x $(PY) || { echo "creating $(VENV) with $$(./scripts/find-python)"; "$$(./scripts/find-python)" -m venv $(VENV); }
 	$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt $(PIP_QUIET)
+	# The project itself (editable): puts the `inferops` CLI on $(VENV)/bin.
+	$(PY) -m pip install -q --no-deps -e . $(PIP_QUIET)
 	@touch $@
 
 $(SAM_VENV)/.installed: requirements/sam.txt requirements/constraints-sam.txt
@@ -48,8 +50,8 @@ format: venv ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-typecheck: venv ## mypy (strict) on the layer, the functions and the scripts
-	$(VENV)/bin/mypy layers/shared functions twin scripts/build_catalog.py scripts/openapi.py
+typecheck: venv ## mypy (strict) on the layer, the functions, the twin, the CLI and the scripts
+	$(VENV)/bin/mypy layers/shared functions twin cli scripts/build_catalog.py scripts/openapi.py scripts/openapi_html.py
 
 template: venv sam-venv ## cfn-lint and sam validate --lint on template.yaml
 	$(VENV)/bin/cfn-lint template.yaml
@@ -62,8 +64,12 @@ statemachines: venv ## statelint on every state machine definition
 catalog-check: venv ## Fail if the committed catalog differs from what scripts/build_catalog.py generates
 	$(PY) scripts/build_catalog.py --check
 
-openapi: venv ## Regenerate docs/openapi.json from the API's routes
+openapi: venv ## Regenerate docs/openapi.json from the API's routes, and its HTML page docs/api.html
 	$(PY) scripts/openapi.py --write
+	$(PY) scripts/openapi_html.py --write
+
+api-docs: venv ## Render docs/openapi.json to the static page docs/api.html (no network, no CDN)
+	$(PY) scripts/openapi_html.py --write
 
 unit: venv ## pytest (unit, property, flows)
 	$(PY) -m pytest -n auto --dist loadfile

@@ -17,29 +17,29 @@ def generate() -> str:
     sys.path.insert(0, str(ROOT))
     from twin.lambdas import load_function
 
-    document: str = load_function("api").app.get_openapi_json_schema(
-        title="InferOps internal API",
-        version="0.1.0",
-        description="Guarded SageMaker deployments, shadow tests and scale to zero. Every call is SigV4-signed "
-        "(API Gateway AWS_IAM auth).",
-    )
+    document: str = load_function("api").openapi_document()
     return document + "\n"
+
+
+def write_or_check(path: Path, text: str, *, write: bool, command: str) -> int:
+    """Write a generated file, or exit 1 when the committed one differs from what would be generated."""
+    name = path.relative_to(ROOT)
+    if write:
+        path.write_text(text)
+        print(f"wrote {name}")
+        return 0
+    if not path.exists() or path.read_text() != text:
+        print(f"{name} is stale: run `{command}`", file=sys.stderr)
+        return 1
+    print(f"{name} is current")
+    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", action="store_true", help="write docs/openapi.json")
     args = parser.parse_args()
-    document = generate()
-    if args.write:
-        DOCUMENT.write_text(document)
-        print(f"wrote {DOCUMENT.relative_to(ROOT)}")
-        return 0
-    if not DOCUMENT.exists() or DOCUMENT.read_text() != document:
-        print("docs/openapi.json is stale: run `make openapi`", file=sys.stderr)
-        return 1
-    print("docs/openapi.json is current")
-    return 0
+    return write_or_check(DOCUMENT, generate(), write=args.write, command="make openapi")
 
 
 if __name__ == "__main__":

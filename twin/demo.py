@@ -536,7 +536,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name in args.scenarios or SCENARIOS:
         started = time.perf_counter()
-        SCENARIOS[name]()
+        tap = _JsonTap(sys.stdout)  # the functions' EMF lines are for CloudWatch, not for the timeline
+        sys.stdout = tap
+        try:
+            SCENARIOS[name]()
+        finally:
+            sys.stdout = tap.out
         console.print(f"[dim]({name}: {time.perf_counter() - started:.1f} s wall)[/dim]\n")
     return 0
 

@@ -33,7 +33,7 @@ from twin.runtime import Twin
 
 HOST = "127.0.0.1"
 _SIGV4 = re.compile(
-    r"^AWS4-HMAC-SHA256\s+Credential=(?P<key>[A-Z0-9]+)/\d{8}/[a-z0-9-]+/[a-z0-9-]+/aws4_request,\s*"
+    r"^AWS4-HMAC-SHA256\s+Credential=(?P<key>[A-Za-z0-9]+)/\d{8}/[a-z0-9-]+/[a-z0-9-]+/aws4_request,\s*"
     r"SignedHeaders=[a-z0-9;-]+,\s*Signature=[0-9a-f]{64}$"
 )
 

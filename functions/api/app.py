@@ -178,6 +178,22 @@ def _unexpected(error: Exception) -> Response[dict[str, Any]]:
     return _error(500, "internal error; the request id is in the response headers and the logs")
 
 
+@cache
+def openapi_document() -> str:
+    """The API's OpenAPI document, generated from its routes (scripts/openapi.py writes the same to docs/)."""
+    return app.get_openapi_json_schema(
+        title="InferOps internal API",
+        version="0.1.0",
+        description="Guarded SageMaker deployments, shadow tests and scale to zero. Every call is SigV4-signed "
+        "(API Gateway AWS_IAM auth).",
+    )
+
+
+@app.get("/openapi.json", summary="This API's OpenAPI document", include_in_schema=False)
+def get_openapi_document() -> Response[str]:
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=openapi_document())
+
+
 @app.get("/catalog/instances", summary="List SageMaker hosting instance types, filtered")
 def list_instance_types(
     accelerator_kind: Annotated[str | None, Query(description="gpu, inferentia, trainium or none")] = None,

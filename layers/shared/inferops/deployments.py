@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from inferops import metrics
 from inferops.errors import Conflict, InferOpsError, NotFound
 from inferops.planner import DeploymentRequest, Plan, PlanResult
 from inferops.rollout import KIND, FlowState, preflight
@@ -119,6 +120,7 @@ def start(request: DeploymentRequest, clients: Clients, *, dry_run: bool = False
         repo.transition(record.id, OperationStatus.FAILED, result={"reason": f"the flow did not start: {error}"})
         raise
     repo.set_execution(record.id, execution["executionArn"])
+    metrics.operation_started(KIND)
     repo.append_timeline(
         record.id, "requested", f"{result.plan.strategy} deployment requested", {"execution": execution["executionArn"]}
     )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
-from inferops import analysis
+from inferops import analysis, metrics
 from inferops.endpoints import read_endpoint, read_model
 from inferops.errors import Conflict, NotFound
 from inferops.planner import (
@@ -709,6 +709,7 @@ def analyze(state: FlowState, services: Services) -> FlowState:
             start=datetime.fromtimestamp(start, UTC),
             end=datetime.fromtimestamp(end, UTC),
         )
+    metrics.verdict(KIND, verdict.result.value)
     summary = {
         "share": progress.share,
         "result": verdict.result.value,
@@ -918,6 +919,7 @@ def finish(state: FlowState, services: Services) -> FlowState:
     if not record.terminal:
         repo.transition(state.operation_id, outcome.status, result=result)
         _timeline(services, state, "finished", f"{outcome.status.value}: {outcome.reason}")
+        metrics.operation_finished(KIND, outcome.status.value)
     repo.release_lock(state.request.endpoint_name, state.operation_id)  # the API may have taken it before a plan
     done = state.model_copy(update={"outcome": outcome, "next": "announce"})
     return done.model_copy(update={"event": announcement(done)})

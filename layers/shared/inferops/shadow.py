@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from inferops import analysis, catalog
+from inferops import analysis, catalog, metrics
 from inferops.endpoints import EndpointSnapshot, ModelCheck, read_endpoint, read_model
 from inferops.errors import Conflict, InferOpsError, NotFound
 from inferops.planner import (
@@ -1338,6 +1338,7 @@ def _record_verdict(
     end: float,
     index: int | None = None,
 ) -> dict[str, Any]:
+    metrics.verdict(KIND, verdict.result.value)
     summary = {
         "scope": scope,
         "phase": phase,
@@ -1788,6 +1789,7 @@ def finish(state: FlowState, services: Services) -> FlowState:
             repo.transition(state.operation_id, OperationStatus.RUNNING, expected=OperationStatus.PENDING)
         repo.transition(state.operation_id, outcome.status, result=result)
         _timeline(services, state, "finished", f"{outcome.status.value}: {outcome.reason}")
+        metrics.operation_finished(KIND, outcome.status.value)
     repo.release_lock(state.request.endpoint_name, state.operation_id)
     done = state.model_copy(update={"outcome": outcome, "next": "announce"})
     return done.model_copy(update={"event": announcement(done)})

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from inferops import shadow
+from inferops import metrics, shadow
 from inferops.errors import Conflict, InferOpsError, InvalidInput, NotFound
 from inferops.shadow import (
     DECISION_MARGIN_SECONDS,
@@ -171,6 +171,7 @@ def start(request: ShadowTestRequest, clients: Clients, *, dry_run: bool = False
         repo.transition(record.id, OperationStatus.FAILED, result={"reason": f"the flow did not start: {error}"})
         raise
     repo.set_execution(record.id, execution["executionArn"])
+    metrics.operation_started(shadow.KIND)
     repo.append_timeline(
         record.id,
         "requested",
