@@ -1,0 +1,137 @@
+"""Scale to zero and wake on the twin, with the real API, ASL, Lambdas, alarms and Application Auto Scaling:
+for each kind of endpoint, enable -> traffic stops -> zero -> traffic arrives -> one wake -> serving, and
+disabling restores the settings exactly. Time is virtual; each test checks several things in one flow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flowkit import ROLE, create_model, wait_for
+
+from twin.cloudwatch_traffic import LoadProfile
+from twin.runtime import Twin
+
+pytestmark = pytest.mark.flow
+
+TERMINAL = {"SUCCEEDED", "FAILED", "ROLLED_BACK", "REFUSED", "ABORTED"}
+IC_ENDPOINT = "chat"
+IC = "chat-llm"
+
+
+def endpoint_view(twin: Twin, name: str) -> dict[str, Any]:
+    status, reply = twin.api_request("GET", f"/endpoints/{name}")
+    assert status == 200, reply
+    return dict(reply)
+
+
+def operation_done(twin: Twin, name: str, operation_id: str, limit: float = 6 * 3600) -> dict[str, Any]:
+    """Let time pass until the endpoint's latest scaling operation (this one) ends; its view."""
+
+    def done() -> bool:
+        op = endpoint_view(twin, name)["operation"]
+        return bool(op and op["id"] == operation_id and op["status"] in TERMINAL)
+
+    wait_for(twin, done, step=30, limit=limit)
+    twin.clock.sleep(1)
+    operation = endpoint_view(twin, name)["operation"]
+    assert operation is not None
+    return dict(operation)
+
+
+def ic_endpoint(twin: Twin) -> None:
+    sagemaker = twin.client("sagemaker")
+    with twin.busy():
+        create_model(twin, "chat-v1")
+        sagemaker.create_endpoint_config(
+            EndpointConfigName="chat-config",
+            ExecutionRoleArn=ROLE,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "InstanceType": "ml.g5.xlarge",
+                    "InitialInstanceCount": 1,
+                    "ManagedInstanceScaling": {"Status": "ENABLED", "MinInstanceCount": 1, "MaxInstanceCount": 2},
+                }
+            ],
+        )
+        sagemaker.create_endpoint(EndpointName=IC_ENDPOINT, EndpointConfigName="chat-config")
+    wait_for(twin, lambda: sagemaker.describe_endpoint(EndpointName=IC_ENDPOINT)["EndpointStatus"] == "InService")
+    sagemaker.create_inference_component(
+        InferenceComponentName=IC,
+        EndpointName=IC_ENDPOINT,
+        VariantName="AllTraffic",
+        Specification={
+            "ModelName": "chat-v1",
+            "ComputeResourceRequirements": {"NumberOfAcceleratorDevicesRequired": 1, "MinMemoryRequiredInMb": 1024},
+        },
+        RuntimeConfig={"CopyCount": 1},
+    )
+    wait_for(twin, lambda: copies(twin) == 1)
+    twin.cloudwatch.set_load_profile(IC_ENDPOINT, LoadProfile(requests_per_minute=30))
+
+
+def copies(twin: Twin) -> int:
+    described = twin.client("sagemaker").describe_inference_component(InferenceComponentName=IC)
+    return int(described["RuntimeConfig"]["CurrentCopyCount"])
+
+
+def test_inference_component_endpoint_scales_to_zero_wakes_once_and_restores() -> None:
+    with Twin() as twin:
+        ic_endpoint(twin)
+        aas = twin.client("application-autoscaling")
+        status, enabled = twin.api_request("PUT", f"/endpoints/{IC_ENDPOINT}/scale-to-zero", body={"max_copies": 2})
+        assert status == 202, enabled
+        done = operation_done(twin, IC_ENDPOINT, enabled["id"])
+        assert done["status"] == "SUCCEEDED", done
+        described = twin.client("sagemaker").describe_endpoint(EndpointName=IC_ENDPOINT)
+        config = twin.client("sagemaker").describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+        managed = config["ProductionVariants"][0]["ManagedInstanceScaling"]
+        (target,) = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+        policies = {
+            p["PolicyName"]: p
+            for p in aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=f"inference-component/{IC}")[
+                "ScalingPolicies"
+            ]
+        }
+
+        # traffic stops: target tracking takes the copies to 0, managed instance scaling the instances
+        twin.cloudwatch.set_load_profile(IC_ENDPOINT, requests_per_minute=0)
+        wait_for(twin, lambda: endpoint_view(twin, IC_ENDPOINT)["capacity"] == {"instances": 0, "copies": {IC: 0}}, step=300)
+        at_zero = endpoint_view(twin, IC_ENDPOINT)
+
+        # traffic arrives: NoCapacityInvocationFailures -> alarm -> one wake (the step policy acts too)
+        twin.cloudwatch.set_load_profile(IC_ENDPOINT, requests_per_minute=30)
+        wait_for(twin, lambda: (endpoint_view(twin, IC_ENDPOINT)["operation"] or {}).get("action") == "wake", step=30)
+        wake = endpoint_view(twin, IC_ENDPOINT)["operation"]
+        woke = operation_done(twin, IC_ENDPOINT, wake["id"])
+        awake = endpoint_view(twin, IC_ENDPOINT)
+        wakes = [i for i in twin.lambdas.of("AlarmEventsFunction") if (i.payload or {}).get("action") in ("wake", "already_waking")]
+
+        status, disabled = twin.api_request("DELETE", f"/endpoints/{IC_ENDPOINT}/scale-to-zero")
+        assert status == 202, disabled
+        restored = operation_done(twin, IC_ENDPOINT, disabled["id"])
+        after = twin.client("sagemaker").describe_endpoint(EndpointName=IC_ENDPOINT)
+        targets_after = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+        alarms_after = twin.client("cloudwatch").describe_alarms(AlarmNamePrefix="InferOps-")["MetricAlarms"]
+        status, gone = twin.api_request("POST", f"/endpoints/{IC_ENDPOINT}/wake")
+
+    assert managed == {"Status": "ENABLED", "MinInstanceCount": 0, "MaxInstanceCount": 2}
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 2)
+    tracking = policies["InferOps-InvocationsPerCopy"]["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerInferenceComponentInvocationsPerCopy"
+    assert (tracking["TargetValue"], tracking["ScaleInCooldown"], tracking["ScaleOutCooldown"]) == (1, 300, 300)
+    step = policies["InferOps-ScaleOutFromZero"]["StepScalingPolicyConfiguration"]
+    assert (step["AdjustmentType"], step["MetricAggregationType"], step["Cooldown"]) == ("ChangeInCapacity", "Maximum", 60)
+    assert at_zero["scale_to_zero"]["at_zero"] is True
+    assert woke["status"] == "SUCCEEDED", woke
+    assert woke["trigger"].startswith(f"alarm:InferOps-{IC}-NoCapacityInvocationFailures")
+    assert awake["capacity"]["copies"][IC] >= 1
+    assert 0 < awake["last_wake_seconds"] < 1800
+    assert len([w for w in wakes if w.payload["action"] == "wake"]) == 1
+    assert restored["status"] == "SUCCEEDED", restored
+    assert after["EndpointConfigName"] == "chat-config"
+    assert targets_after == []  # there was no scalable target before
+    assert alarms_after == []
+    assert status == 404, gone
