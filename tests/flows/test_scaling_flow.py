@@ -135,3 +135,73 @@ def test_inference_component_endpoint_scales_to_zero_wakes_once_and_restores() -
     assert targets_after == []  # there was no scalable target before
     assert alarms_after == []
     assert status == 404, gone
+
+
+ASYNC_ENDPOINT = "ocr"
+
+
+def async_endpoint(twin: Twin) -> None:
+    sagemaker = twin.client("sagemaker")
+    with twin.busy():
+        create_model(twin, "ocr-v1")
+        twin.client("s3").create_bucket(Bucket="ocr-out")
+        sagemaker.create_endpoint_config(
+            EndpointConfigName="ocr-config",
+            ProductionVariants=[
+                {"VariantName": "AllTraffic", "ModelName": "ocr-v1", "InstanceType": "ml.g5.xlarge", "InitialInstanceCount": 1}
+            ],
+            AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://ocr-out/results"}},
+        )
+        sagemaker.create_endpoint(EndpointName=ASYNC_ENDPOINT, EndpointConfigName="ocr-config")
+    wait_for(twin, lambda: sagemaker.describe_endpoint(EndpointName=ASYNC_ENDPOINT)["EndpointStatus"] == "InService")
+    twin.cloudwatch.set_load_profile(ASYNC_ENDPOINT, LoadProfile(requests_per_minute=10, async_inference=True))
+
+
+def test_async_endpoint_scales_to_zero_a_quota_failure_is_diagnosed_and_a_wake_serves() -> None:
+    with Twin() as twin:
+        async_endpoint(twin)
+        aas = twin.client("application-autoscaling")
+        status, enabled = twin.api_request("PUT", f"/endpoints/{ASYNC_ENDPOINT}/scale-to-zero", body={})
+        assert status == 202, enabled
+        assert operation_done(twin, ASYNC_ENDPOINT, enabled["id"])["status"] == "SUCCEEDED"
+        (target,) = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+        (alarm,) = twin.client("cloudwatch").describe_alarms(AlarmNamePrefix="InferOps-")["MetricAlarms"]
+
+        twin.cloudwatch.set_load_profile(ASYNC_ENDPOINT, requests_per_minute=0)
+        wait_for(twin, lambda: endpoint_view(twin, ASYNC_ENDPOINT)["capacity"]["instances"] == 0, step=300)
+
+        # requests queue while the account has no ml.g5.xlarge left: the wake retries with backoff, then fails
+        twin.sagemaker.set_instance_quota("ml.g5.xlarge", 0)
+        twin.cloudwatch.set_load_profile(ASYNC_ENDPOINT, requests_per_minute=10)
+        wait_for(twin, lambda: (endpoint_view(twin, ASYNC_ENDPOINT)["operation"] or {}).get("action") == "wake")
+        failed = operation_done(twin, ASYNC_ENDPOINT, endpoint_view(twin, ASYNC_ENDPOINT)["operation"]["id"])
+
+        # quota raised; a wake request (and a second one at once) scale out, once
+        twin.sagemaker.set_instance_quota("ml.g5.xlarge", None)
+        first = twin.api_request("POST", f"/endpoints/{ASYNC_ENDPOINT}/wake")
+        second = twin.api_request("POST", f"/endpoints/{ASYNC_ENDPOINT}/wake")
+        woke = operation_done(twin, ASYNC_ENDPOINT, first[1]["operation"]["id"])
+        awake = endpoint_view(twin, ASYNC_ENDPOINT)
+
+        status, disabled = twin.api_request("DELETE", f"/endpoints/{ASYNC_ENDPOINT}/scale-to-zero")
+        restored = operation_done(twin, ASYNC_ENDPOINT, disabled["id"])
+        targets_after = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 5)
+    assert (alarm["MetricName"], alarm["Statistic"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (
+        "HasBacklogWithoutCapacity",
+        "Average",
+        2,
+        2,
+    )
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1.0, "GreaterThanOrEqualToThreshold")
+    assert failed["status"] == "FAILED", failed
+    assert "ResourceLimitExceeded" in failed["result"]["reason"] and "no capacity after retries" in failed["result"]["reason"]
+    assert failed["result"]["diagnosis"]["findings"], failed["result"]["diagnosis"]
+    assert first[0] == 202 and first[1]["started"] is True
+    assert second[0] == 200 and second[1]["started"] is False
+    assert second[1]["operation"]["id"] == first[1]["operation"]["id"]
+    assert woke["status"] == "SUCCEEDED", woke
+    assert awake["capacity"]["instances"] >= 1 and awake["last_wake_seconds"] > 0
+    assert restored["status"] == "SUCCEEDED", restored
+    assert targets_after == []

@@ -1213,10 +1213,11 @@ def decide(settings: Settings, clients: Clients, now: float) -> tuple[Action | N
         if schedule is not None and awake_hours and settings.parked.by == "schedule":
             return "unpark", "schedule"
         return None, ""
-    if not awake_hours:
-        return "park", "schedule"
     window = settings.request.idle_minutes * 60
     since = max(settings.enabled_at, (settings.last_wake.serving_at if settings.last_wake else 0.0))
+    woken = settings.last_wake is not None and now - settings.last_wake.serving_at < window
+    if not awake_hours and not woken:  # a wake outside the awake hours keeps it up for one idle window
+        return "park", "schedule"
     if now - since < window:
         return None, ""
     if demand(clients.cloudwatch, settings, now - window, now) == 0:
