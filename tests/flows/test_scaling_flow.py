@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flowkit import ROLE, create_model, wait_for
+from flowkit import ROLE, create_endpoint, create_model, wait_for
 
 from twin.cloudwatch_traffic import LoadProfile
 from twin.runtime import Twin
@@ -91,14 +91,16 @@ def test_inference_component_endpoint_scales_to_zero_wakes_once_and_restores() -
         (target,) = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
         policies = {
             p["PolicyName"]: p
-            for p in aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=f"inference-component/{IC}")[
-                "ScalingPolicies"
-            ]
+            for p in aas.describe_scaling_policies(
+                ServiceNamespace="sagemaker", ResourceId=f"inference-component/{IC}"
+            )["ScalingPolicies"]
         }
 
         # traffic stops: target tracking takes the copies to 0, managed instance scaling the instances
         twin.cloudwatch.set_load_profile(IC_ENDPOINT, requests_per_minute=0)
-        wait_for(twin, lambda: endpoint_view(twin, IC_ENDPOINT)["capacity"] == {"instances": 0, "copies": {IC: 0}}, step=300)
+        wait_for(
+            twin, lambda: endpoint_view(twin, IC_ENDPOINT)["capacity"] == {"instances": 0, "copies": {IC: 0}}, step=300
+        )
         at_zero = endpoint_view(twin, IC_ENDPOINT)
 
         # traffic arrives: NoCapacityInvocationFailures -> alarm -> one wake (the step policy acts too)
@@ -107,7 +109,11 @@ def test_inference_component_endpoint_scales_to_zero_wakes_once_and_restores() -
         wake = endpoint_view(twin, IC_ENDPOINT)["operation"]
         woke = operation_done(twin, IC_ENDPOINT, wake["id"])
         awake = endpoint_view(twin, IC_ENDPOINT)
-        wakes = [i for i in twin.lambdas.of("AlarmEventsFunction") if (i.payload or {}).get("action") in ("wake", "already_waking")]
+        wakes = [
+            i
+            for i in twin.lambdas.of("AlarmEventsFunction")
+            if (i.payload or {}).get("action") in ("wake", "already_waking")
+        ]
 
         status, disabled = twin.api_request("DELETE", f"/endpoints/{IC_ENDPOINT}/scale-to-zero")
         assert status == 202, disabled
@@ -120,10 +126,17 @@ def test_inference_component_endpoint_scales_to_zero_wakes_once_and_restores() -
     assert managed == {"Status": "ENABLED", "MinInstanceCount": 0, "MaxInstanceCount": 2}
     assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 2)
     tracking = policies["InferOps-InvocationsPerCopy"]["TargetTrackingScalingPolicyConfiguration"]
-    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerInferenceComponentInvocationsPerCopy"
+    assert (
+        tracking["PredefinedMetricSpecification"]["PredefinedMetricType"]
+        == "SageMakerInferenceComponentInvocationsPerCopy"
+    )
     assert (tracking["TargetValue"], tracking["ScaleInCooldown"], tracking["ScaleOutCooldown"]) == (1, 300, 300)
     step = policies["InferOps-ScaleOutFromZero"]["StepScalingPolicyConfiguration"]
-    assert (step["AdjustmentType"], step["MetricAggregationType"], step["Cooldown"]) == ("ChangeInCapacity", "Maximum", 60)
+    assert (step["AdjustmentType"], step["MetricAggregationType"], step["Cooldown"]) == (
+        "ChangeInCapacity",
+        "Maximum",
+        60,
+    )
     assert at_zero["scale_to_zero"]["at_zero"] is True
     assert woke["status"] == "SUCCEEDED", woke
     assert woke["trigger"].startswith(f"alarm:InferOps-{IC}-NoCapacityInvocationFailures")
@@ -148,7 +161,12 @@ def async_endpoint(twin: Twin) -> None:
         sagemaker.create_endpoint_config(
             EndpointConfigName="ocr-config",
             ProductionVariants=[
-                {"VariantName": "AllTraffic", "ModelName": "ocr-v1", "InstanceType": "ml.g5.xlarge", "InitialInstanceCount": 1}
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": "ocr-v1",
+                    "InstanceType": "ml.g5.xlarge",
+                    "InitialInstanceCount": 1,
+                }
             ],
             AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://ocr-out/results"}},
         )
@@ -196,7 +214,10 @@ def test_async_endpoint_scales_to_zero_a_quota_failure_is_diagnosed_and_a_wake_s
     )
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1.0, "GreaterThanOrEqualToThreshold")
     assert failed["status"] == "FAILED", failed
-    assert "ResourceLimitExceeded" in failed["result"]["reason"] and "no capacity after retries" in failed["result"]["reason"]
+    assert (
+        "ResourceLimitExceeded" in failed["result"]["reason"]
+        and "no capacity after retries" in failed["result"]["reason"]
+    )
     assert failed["result"]["diagnosis"]["findings"], failed["result"]["diagnosis"]
     assert first[0] == 202 and first[1]["started"] is True
     assert second[0] == 200 and second[1]["started"] is False
@@ -205,3 +226,104 @@ def test_async_endpoint_scales_to_zero_a_quota_failure_is_diagnosed_and_a_wake_s
     assert awake["capacity"]["instances"] >= 1 and awake["last_wake_seconds"] > 0
     assert restored["status"] == "SUCCEEDED", restored
     assert targets_after == []
+
+
+CLASSIC = "scorer"
+
+
+def operations(twin: Twin, name: str) -> list[tuple[str, str, str]]:
+    """The endpoint's scaling operations, oldest first: (action, trigger, status)."""
+    table = twin.template.physical("OperationsTable").ref
+    items = twin.client("dynamodb").query(
+        TableName=table,
+        IndexName="gsi1",
+        KeyConditionExpression="gsi1pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"EP#{name}"}},
+    )["Items"]
+    return [
+        (i["request"]["M"]["action"]["S"], i["request"]["M"]["trigger"]["S"], i["status"]["S"])
+        for i in items
+        if i["kind"]["S"] == "scaling"
+    ]
+
+
+def test_classic_endpoint_is_parked_by_schedule_woken_on_request_unparked_identically_and_restored() -> None:
+    with Twin() as twin:
+        create_endpoint(twin, count=2, name=CLASSIC, rpm=600)
+        sagemaker, aas = twin.client("sagemaker"), twin.client("application-autoscaling")
+        resource = f"endpoint/{CLASSIC}/variant/AllTraffic"
+        with twin.busy():
+            arn = sagemaker.describe_endpoint(EndpointName=CLASSIC)["EndpointArn"]
+            sagemaker.add_tags(ResourceArn=arn, Tags=[{"Key": "team", "Value": "ranking"}])
+            aas.register_scalable_target(
+                ServiceNamespace="sagemaker",
+                ResourceId=resource,
+                ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+                MinCapacity=2,
+                MaxCapacity=4,
+            )
+            aas.put_scaling_policy(
+                PolicyName="invocations",
+                ServiceNamespace="sagemaker",
+                ResourceId=resource,
+                ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+                PolicyType="TargetTrackingScaling",
+                TargetTrackingScalingPolicyConfiguration={
+                    "TargetValue": 600.0,
+                    "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                },
+            )
+        schedule = {"days": ["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"], "start": "11:00", "end": "12:00"}
+        status, enabled = twin.api_request(
+            "PUT", f"/endpoints/{CLASSIC}/scale-to-zero", body={"idle_minutes": 15, "schedule": schedule}
+        )
+        assert status == 202, enabled
+        assert operation_done(twin, CLASSIC, enabled["id"])["status"] == "SUCCEEDED"
+
+        # 09:0x is outside the awake hours: the sweep parks it
+        wait_for(twin, lambda: endpoint_view(twin, CLASSIC)["status"] == "Parked", step=120)
+        parked = endpoint_view(twin, CLASSIC)
+
+        # a wake request recreates it identically
+        status, woken = twin.api_request("POST", f"/endpoints/{CLASSIC}/wake")
+        assert status == 202, woken
+        woke = operation_done(twin, CLASSIC, woken["operation"]["id"])
+        awake = endpoint_view(twin, CLASSIC)
+        config = sagemaker.describe_endpoint(EndpointName=CLASSIC)["EndpointConfigName"]
+        tags = sagemaker.list_tags(ResourceArn=sagemaker.describe_endpoint(EndpointName=CLASSIC)["EndpointArn"])["Tags"]
+        targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+        policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)["ScalingPolicies"]
+
+        # 11:00 the schedule unparks it, 12:00 parks it again; disabling then recreates it for good
+        wait_for(
+            twin,
+            lambda: twin.clock.utcnow().hour >= 12 and endpoint_view(twin, CLASSIC)["status"] == "Parked",
+            step=300,
+        )
+        report_status, report = twin.api_request("GET", "/reports/cost", query={"days": "1"})
+        status, disabled = twin.api_request("DELETE", f"/endpoints/{CLASSIC}/scale-to-zero")
+        restored = operation_done(twin, CLASSIC, disabled["id"])
+        final = endpoint_view(twin, CLASSIC)
+        history = operations(twin, CLASSIC)
+        targets_after = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+
+    assert parked["scale_to_zero"]["parked"]["by"] == "schedule"
+    assert parked["scale_to_zero"]["parked"]["config_name"] == f"{CLASSIC}-v1"
+    assert woke["status"] == "SUCCEEDED", woke
+    assert awake["status"] == "InService" and awake["capacity"]["instances"] == 2
+    assert awake["last_wake"]["trigger"] == "request" and awake["last_wake_seconds"] > 0
+    assert config == f"{CLASSIC}-v1"
+    assert tags == [{"Key": "team", "Value": "ranking"}]
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [(2, 4)]
+    assert [p["PolicyName"] for p in policies] == ["invocations"]
+    assert ("unpark", "schedule", "SUCCEEDED") in history
+    assert history.count(("park", "schedule", "SUCCEEDED")) >= 2
+    assert restored["status"] == "SUCCEEDED", restored
+    assert final["status"] == "InService" and final["scale_to_zero"] is None
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets_after] == [(2, 4)]
+    assert report_status == 200, report
+    (cost,) = report["endpoints"]
+    assert (cost["endpoint"], cost["kind"], cost["instance_type"]) == (CLASSIC, "classic", "ml.c7g.large")
+    assert 1.0 < cost["zero_hours"] < cost["hours"]  # parked 09:15-09:2x, 09:45-11:0x and since 12:00
+    assert cost["saved_usd"] == round(cost["zero_hours"] * 2 * cost["price_usd_per_hour"], 2)
+    assert report["saved_usd"] == cost["saved_usd"]
