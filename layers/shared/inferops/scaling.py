@@ -1126,8 +1126,12 @@ def wake(
 ) -> WakeStarted:
     """Start one wake: the first claim wins; later requests and alarms get the wake in flight."""
     repo = clients.repo
-    if load_settings(repo, endpoint) is None:
+    item = repo.get_scaling_settings(endpoint)
+    if not item or not item.get("data"):
         raise NotFound(f"endpoint {endpoint} is not under scale-to-zero", "name")
+    lock = repo.get_lock(endpoint)
+    if lock is not None and not lock.expired and lock.owner != item.get("waking"):
+        raise Conflict(f"endpoint {endpoint} already has an operation in flight: {lock.owner}", "name")
     operation_id = repo.new_operation_id()
     holder = repo.claim_wake(endpoint, operation_id, WAKE_LEASE_SECONDS)
     if holder:
