@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flowkit import ROLE, create_endpoint, create_model, wait_for
+from flowkit import create_endpoint, create_model, wait_for
 
 from twin.cloudwatch_traffic import LoadProfile
+from twin.demo import create_ic_endpoint
 from twin.runtime import Twin
 
 pytestmark = pytest.mark.flow
@@ -40,46 +41,9 @@ def operation_done(twin: Twin, name: str, operation_id: str, limit: float = 6 * 
     return dict(operation)
 
 
-def ic_endpoint(twin: Twin) -> None:
-    sagemaker = twin.client("sagemaker")
-    with twin.busy():
-        create_model(twin, "chat-v1")
-        sagemaker.create_endpoint_config(
-            EndpointConfigName="chat-config",
-            ExecutionRoleArn=ROLE,
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "InstanceType": "ml.g5.xlarge",
-                    "InitialInstanceCount": 1,
-                    "ManagedInstanceScaling": {"Status": "ENABLED", "MinInstanceCount": 1, "MaxInstanceCount": 2},
-                }
-            ],
-        )
-        sagemaker.create_endpoint(EndpointName=IC_ENDPOINT, EndpointConfigName="chat-config")
-    wait_for(twin, lambda: sagemaker.describe_endpoint(EndpointName=IC_ENDPOINT)["EndpointStatus"] == "InService")
-    sagemaker.create_inference_component(
-        InferenceComponentName=IC,
-        EndpointName=IC_ENDPOINT,
-        VariantName="AllTraffic",
-        Specification={
-            "ModelName": "chat-v1",
-            "ComputeResourceRequirements": {"NumberOfAcceleratorDevicesRequired": 1, "MinMemoryRequiredInMb": 1024},
-        },
-        RuntimeConfig={"CopyCount": 1},
-    )
-    wait_for(twin, lambda: copies(twin) == 1)
-    twin.cloudwatch.set_load_profile(IC_ENDPOINT, LoadProfile(requests_per_minute=30))
-
-
-def copies(twin: Twin) -> int:
-    described = twin.client("sagemaker").describe_inference_component(InferenceComponentName=IC)
-    return int(described["RuntimeConfig"]["CurrentCopyCount"])
-
-
 def test_inference_component_endpoint_scales_to_zero_wakes_once_and_restores() -> None:
     with Twin() as twin:
-        ic_endpoint(twin)
+        create_ic_endpoint(twin, IC_ENDPOINT, IC)
         aas = twin.client("application-autoscaling")
         status, enabled = twin.api_request("PUT", f"/endpoints/{IC_ENDPOINT}/scale-to-zero", body={"max_copies": 2})
         assert status == 202, enabled

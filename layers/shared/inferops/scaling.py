@@ -56,7 +56,9 @@ START_LEASE_SECONDS = 900  # the flow extends it at once; a flow that never star
 LOCK_LEASE_SECONDS = 4 * 3600
 WAKE_LEASE_SECONDS = 3 * 3600  # a crashed wake's claim lapses after this
 RECHECK_SECONDS = 120
-COPY_LOAD_SECONDS = 120  # a copy's model load once its instance runs
+COPY_RECHECK_SECONDS = 60  # copies send no event: after the expected load time, one look a minute
+COPY_LOAD_SECONDS = {"none": 90}  # a copy's model load once its instance runs, by accelerator kind
+COPY_LOAD_ACCELERATED_SECONDS = 240
 CAPACITY_LOG_DAYS = 31
 TRACKING_POLICY = "InferOps-InvocationsPerCopy"
 BACKLOG_POLICY = "InferOps-BacklogPerInstance"
@@ -695,6 +697,9 @@ def _wake(state: FlowState, services: Services) -> FlowState:
         return _recreate(state, services, settings)
     if settings.kind == "inference-component":
         raised = []
+        instances = _instances(services, state.endpoint_name)
+        if instances == 0:  # the scale-from-zero alarm fired: it has been at zero since the last sweep at least
+            _save(services, log_capacity(settings, services.repo.now(), 0))
         for component in components_of(sm, state.endpoint_name):
             name = component["InferenceComponentName"]
             if int(component["RuntimeConfig"]["DesiredCopyCount"]) >= 1:
@@ -708,12 +713,15 @@ def _wake(state: FlowState, services: Services) -> FlowState:
             raised.append(name)
         if raised:
             _timeline(services, state, "scale-out", f"1 copy of {', '.join(raised)} requested")
-        return _await(state, services, "copies", seconds=_provision(settings.instance_type) + COPY_LOAD_SECONDS)
+        expected = _copy_load(settings.instance_type) + (_provision(settings.instance_type) if instances == 0 else 0)
+        return _await(state, services, "copies", seconds=expected)
     endpoint = describe_endpoint(sm, state.endpoint_name)
     if endpoint is None:
         raise ScalingFailed(f"endpoint {state.endpoint_name} does not exist")
     live = {v["VariantName"]: v for v in endpoint.get("ProductionVariants", [])}
     variant = settings.variant or next(iter(live))
+    if int(live.get(variant, {}).get("CurrentInstanceCount", 0)) == 0:
+        _save(services, log_capacity(settings, services.repo.now(), 0))
     if int(live.get(variant, {}).get("DesiredInstanceCount", 0)) < 1:
         if endpoint["EndpointStatus"] != "InService":
             raise Retryable(f"the endpoint is {endpoint['EndpointStatus']}: scaling out once it settles")
@@ -796,6 +804,11 @@ def _recreate(state: FlowState, services: Services, settings: Settings) -> FlowS
     return _await(state, services, "endpoint", config=parked.config_name, seconds=_provision(settings.instance_type))
 
 
+def _copy_load(instance_type: str | None) -> int:
+    kind = catalog.get(instance_type).accelerator.kind if instance_type else "none"
+    return COPY_LOAD_SECONDS.get(kind, COPY_LOAD_ACCELERATED_SECONDS)
+
+
 def _provision(instance_type: str | None) -> int:
     kind = catalog.get(instance_type).accelerator.kind if instance_type else "none"
     return PROVISION_SECONDS.get(kind, PROVISION_SECONDS["none"])
@@ -811,7 +824,11 @@ def _await(
     config: str | None = None,
 ) -> FlowState:
     wait = Wait(
-        expect=expect, config=config, started_at=services.repo.now(), heartbeat_seconds=math.ceil(seconds * 1.25)
+        expect=expect,
+        config=config,
+        started_at=services.repo.now(),
+        # events resume the other waits: their heartbeat is a fallback with slack; copies are looked at when due
+        heartbeat_seconds=seconds if expect == "copies" else math.ceil(seconds * 1.25),
     )
     return state.model_copy(update={"wait": wait, "next": "await"})
 
@@ -874,7 +891,8 @@ def check(state: FlowState, services: Services) -> FlowState:
     assert wait is not None
     if not serving:
         _timeline(services, state, "waiting", f"not serving yet: {why}")
-        again = wait.model_copy(update={"heartbeat_seconds": RECHECK_SECONDS})
+        recheck = COPY_RECHECK_SECONDS if wait.expect == "copies" else RECHECK_SECONDS
+        again = wait.model_copy(update={"heartbeat_seconds": recheck})
         return state.model_copy(update={"wait": again, "next": "await"})
     return _served(state, services)
 
