@@ -5,17 +5,14 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import Annotated, Any
 
-import boto3
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 from inferops import scaling
-from inferops.storage import Repository
 
 router = Router()  # type: ignore[no-untyped-call]
 
@@ -24,14 +21,7 @@ _NAME = Annotated[str, Path(min_length=1, max_length=63, pattern=r"^[a-zA-Z0-9](
 
 @cache
 def _clients() -> scaling.Clients:
-    return scaling.Clients(
-        repo=Repository(os.environ["TABLE_NAME"]),
-        sagemaker=boto3.client("sagemaker"),
-        autoscaling=boto3.client("application-autoscaling"),
-        cloudwatch=boto3.client("cloudwatch"),
-        stepfunctions=boto3.client("stepfunctions"),
-        state_machine_arn=os.environ["SCALING_STATE_MACHINE_ARN"],
-    )
+    return scaling.clients_from_env()
 
 
 def _accepted(body: dict[str, Any], status: int = 202) -> Response[Any]:

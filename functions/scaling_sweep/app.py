@@ -3,15 +3,12 @@ and log every scale-to-zero endpoint's capacity for the cost report (inferops.sc
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools import Logger
 
-from inferops.scaling import Clients, sweep
-from inferops.storage import Repository
+from inferops.scaling import Clients, clients_from_env, sweep
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -21,14 +18,7 @@ logger = Logger()
 
 @cache
 def _clients() -> Clients:
-    return Clients(
-        repo=Repository(os.environ["TABLE_NAME"]),
-        sagemaker=boto3.client("sagemaker"),
-        autoscaling=boto3.client("application-autoscaling"),
-        cloudwatch=boto3.client("cloudwatch"),
-        stepfunctions=boto3.client("stepfunctions"),
-        state_machine_arn=os.environ["SCALING_STATE_MACHINE_ARN"],
-    )
+    return clients_from_env()
 
 
 @logger.inject_lambda_context

@@ -11,7 +11,7 @@ import pytest
 from flowkit import create_endpoint, create_model, wait_for
 
 from twin.cloudwatch_traffic import LoadProfile
-from twin.demo import create_ic_endpoint
+from twin.demo import copies, create_ic_endpoint
 from twin.runtime import Twin
 
 pytestmark = pytest.mark.flow
@@ -27,12 +27,44 @@ def endpoint_view(twin: Twin, name: str) -> dict[str, Any]:
     return dict(reply)
 
 
+def item(twin: Twin, pk: str, sk: str) -> dict[str, Any]:
+    """A table item as DynamoDB returns it ({} when absent): cheaper to poll than the API's endpoint view."""
+    table = twin.template.physical("OperationsTable").ref
+    return dict(
+        twin.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": pk}, "sk": {"S": sk}}).get("Item", {})
+    )
+
+
+def latest_operation(twin: Twin, name: str) -> dict[str, str]:
+    """The endpoint's newest scaling operation: id, action, status (one Query on gsi1)."""
+    items = twin.client("dynamodb").query(
+        TableName=twin.template.physical("OperationsTable").ref,
+        IndexName="gsi1",
+        KeyConditionExpression="gsi1pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"EP#{name}"}},
+        ScanIndexForward=False,
+        Limit=1,
+    )["Items"]
+    if not items:
+        return {}
+    return {
+        "id": items[0]["id"]["S"],
+        "action": items[0]["request"]["M"]["action"]["S"],
+        "status": items[0]["status"]["S"],
+    }
+
+
+def instances(twin: Twin, name: str) -> int:
+    variants = twin.client("sagemaker").describe_endpoint(EndpointName=name)["ProductionVariants"]
+    return sum(int(v.get("CurrentInstanceCount", 0)) for v in variants)
+
+
 def operation_done(twin: Twin, name: str, operation_id: str, limit: float = 6 * 3600) -> dict[str, Any]:
     """Let time pass until the endpoint's latest scaling operation (this one) ends; its view."""
 
     def done() -> bool:
-        op = endpoint_view(twin, name)["operation"]
-        return bool(op and op["id"] == operation_id and op["status"] in TERMINAL)
+        status = item(twin, f"OP#{operation_id}", "META").get("status", {}).get("S")
+        return status in TERMINAL
 
     wait_for(twin, done, step=30, limit=limit)
     twin.clock.sleep(1)
@@ -62,15 +94,13 @@ def test_inference_component_endpoint_scales_to_zero_wakes_once_and_restores() -
 
         # traffic stops: target tracking takes the copies to 0, managed instance scaling the instances
         twin.cloudwatch.set_load_profile(IC_ENDPOINT, requests_per_minute=0)
-        wait_for(
-            twin, lambda: endpoint_view(twin, IC_ENDPOINT)["capacity"] == {"instances": 0, "copies": {IC: 0}}, step=300
-        )
+        wait_for(twin, lambda: instances(twin, IC_ENDPOINT) == 0 and copies(twin, IC) == 0, step=300)
         at_zero = endpoint_view(twin, IC_ENDPOINT)
 
         # traffic arrives: NoCapacityInvocationFailures -> alarm -> one wake (the step policy acts too)
         twin.cloudwatch.set_load_profile(IC_ENDPOINT, requests_per_minute=30)
-        wait_for(twin, lambda: (endpoint_view(twin, IC_ENDPOINT)["operation"] or {}).get("action") == "wake", step=30)
-        wake = endpoint_view(twin, IC_ENDPOINT)["operation"]
+        wait_for(twin, lambda: latest_operation(twin, IC_ENDPOINT).get("action") == "wake", step=30)
+        wake = latest_operation(twin, IC_ENDPOINT)
         woke = operation_done(twin, IC_ENDPOINT, wake["id"])
         awake = endpoint_view(twin, IC_ENDPOINT)
         wakes = [
@@ -150,13 +180,13 @@ def test_async_endpoint_scales_to_zero_a_quota_failure_is_diagnosed_and_a_wake_s
         (alarm,) = twin.client("cloudwatch").describe_alarms(AlarmNamePrefix="InferOps-")["MetricAlarms"]
 
         twin.cloudwatch.set_load_profile(ASYNC_ENDPOINT, requests_per_minute=0)
-        wait_for(twin, lambda: endpoint_view(twin, ASYNC_ENDPOINT)["capacity"]["instances"] == 0, step=300)
+        wait_for(twin, lambda: instances(twin, ASYNC_ENDPOINT) == 0, step=300)
 
         # requests queue while the account has no ml.g5.xlarge left: the wake retries with backoff, then fails
         twin.sagemaker.set_instance_quota("ml.g5.xlarge", 0)
         twin.cloudwatch.set_load_profile(ASYNC_ENDPOINT, requests_per_minute=10)
-        wait_for(twin, lambda: (endpoint_view(twin, ASYNC_ENDPOINT)["operation"] or {}).get("action") == "wake")
-        failed = operation_done(twin, ASYNC_ENDPOINT, endpoint_view(twin, ASYNC_ENDPOINT)["operation"]["id"])
+        wait_for(twin, lambda: latest_operation(twin, ASYNC_ENDPOINT).get("action") == "wake")
+        failed = operation_done(twin, ASYNC_ENDPOINT, latest_operation(twin, ASYNC_ENDPOINT)["id"])
 
         # quota raised; a wake request (and a second one at once) scale out, once
         twin.sagemaker.set_instance_quota("ml.g5.xlarge", None)
@@ -245,7 +275,8 @@ def test_classic_endpoint_is_parked_by_schedule_woken_on_request_unparked_identi
         assert operation_done(twin, CLASSIC, enabled["id"])["status"] == "SUCCEEDED"
 
         # 09:0x is outside the awake hours: the sweep parks it
-        wait_for(twin, lambda: endpoint_view(twin, CLASSIC)["status"] == "Parked", step=120)
+        parked_item = lambda: item(twin, f"SCALE#{CLASSIC}", "SETTINGS")["data"]["M"]["parked"]  # noqa: E731
+        wait_for(twin, lambda: "M" in parked_item(), step=120)
         parked = endpoint_view(twin, CLASSIC)
 
         # a wake request recreates it identically
@@ -261,7 +292,7 @@ def test_classic_endpoint_is_parked_by_schedule_woken_on_request_unparked_identi
         # 11:00 the schedule unparks it, 12:00 parks it again; disabling then recreates it for good
         wait_for(
             twin,
-            lambda: twin.clock.utcnow().hour >= 12 and endpoint_view(twin, CLASSIC)["status"] == "Parked",
+            lambda: twin.clock.utcnow().hour >= 12 and "M" in parked_item(),
             step=300,
         )
         report_status, report = twin.api_request("GET", "/reports/cost", query={"days": "1"})

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import zoneinfo
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+import boto3
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -56,7 +58,8 @@ START_LEASE_SECONDS = 900  # the flow extends it at once; a flow that never star
 LOCK_LEASE_SECONDS = 4 * 3600
 WAKE_LEASE_SECONDS = 3 * 3600  # a crashed wake's claim lapses after this
 RECHECK_SECONDS = 120
-COPY_RECHECK_SECONDS = 60  # copies send no event: after the expected load time, one look a minute
+COPY_RECHECK_SECONDS = 30  # copies send no event: from 3/4 of the expected load time, one look every 30 s
+COPY_FIRST_LOOK = 0.75
 COPY_LOAD_SECONDS = {"none": 90}  # a copy's model load once its instance runs, by accelerator kind
 COPY_LOAD_ACCELERATED_SECONDS = 240
 CAPACITY_LOG_DAYS = 31
@@ -67,6 +70,50 @@ ASYNC_STEP_POLICY = "HasBacklogWithoutCapacity-ScalingPolicy"
 ASYNC_DEFAULT_MAX = 5  # the guide's example MaxCapacity for async endpoints
 SCALE_CONFIG_SUFFIX = "-stz"
 EVENT_SOURCE = "inferops"
+
+# The scale-to-zero settings the guide prescribes (sagemaker-facts §7), copied exactly.
+IC_TRACKING: dict[str, Any] = {
+    "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"},
+    "TargetValue": 1,
+    "ScaleInCooldown": 300,
+    "ScaleOutCooldown": 300,
+}
+IC_STEP: dict[str, Any] = {
+    "AdjustmentType": "ChangeInCapacity",
+    "MetricAggregationType": "Maximum",
+    "Cooldown": 60,
+    "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}],
+}
+IC_ALARM: dict[str, Any] = {
+    "MetricName": "NoCapacityInvocationFailures",
+    "Statistic": "Sum",
+    "Period": 60,
+    "EvaluationPeriods": 1,
+    "DatapointsToAlarm": 1,
+    "Threshold": 1,
+    "ComparisonOperator": "GreaterThanThreshold",
+}
+ASYNC_TRACKING: dict[str, Any] = {
+    "TargetValue": 5.0,
+    "CustomizedMetricSpecification": {
+        "MetricName": "ApproximateBacklogSizePerInstance",
+        "Namespace": "AWS/SageMaker",
+        "Statistic": "Average",
+    },
+    "ScaleInCooldown": 600,
+    "ScaleOutCooldown": 300,
+}
+ASYNC_STEP: dict[str, Any] = {**IC_STEP, "MetricAggregationType": "Average", "Cooldown": 300}
+ASYNC_ALARM: dict[str, Any] = {
+    "MetricName": "HasBacklogWithoutCapacity",
+    "Statistic": "Average",
+    "Period": 60,
+    "EvaluationPeriods": 2,
+    "DatapointsToAlarm": 2,
+    "Threshold": 1,
+    "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+    "TreatMissingData": "missing",
+}
 
 Action = Literal["enable", "disable", "wake", "park", "unpark"]
 EndpointKind = Literal["inference-component", "async", "classic"]
@@ -448,7 +495,7 @@ def _enable(state: FlowState, services: Services) -> FlowState:
 def _enable_components(
     state: FlowState, services: Services, settings: Settings, endpoint: dict[str, Any], config: dict[str, Any]
 ) -> FlowState:
-    sm, aas, cw = services.sagemaker, services.autoscaling, services.cloudwatch
+    sm, aas = services.sagemaker, services.autoscaling
     request = settings.request
     components = components_of(sm, state.endpoint_name)
     first = not settings.previous_targets
@@ -460,60 +507,17 @@ def _enable_components(
         name = component["InferenceComponentName"]
         copies = int(component["RuntimeConfig"]["DesiredCopyCount"])
         high = request.max_copies or before.max_capacity or max(copies, 1)
-        with aws(f"registering {name}'s copies with MinCapacity 0"):
-            aas.register_scalable_target(
-                ServiceNamespace="sagemaker",
-                ResourceId=before.resource_id,
-                ScalableDimension=IC_DIMENSION,
-                MinCapacity=0,
-                MaxCapacity=high,
+        alarms.append(
+            _scale_from_zero(
+                services,
+                state.endpoint_name,
+                before,
+                high,
+                (TRACKING_POLICY, IC_TRACKING),
+                (IC_STEP_POLICY, IC_STEP),
+                (wake_alarm_name(name, "NoCapacityInvocationFailures"), IC_ALARM, {"InferenceComponentName": name}),
             )
-            aas.put_scaling_policy(
-                PolicyName=TRACKING_POLICY,
-                ServiceNamespace="sagemaker",
-                ResourceId=before.resource_id,
-                ScalableDimension=IC_DIMENSION,
-                PolicyType="TargetTrackingScaling",
-                TargetTrackingScalingPolicyConfiguration={
-                    "PredefinedMetricSpecification": {
-                        "PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"
-                    },
-                    "TargetValue": 1,
-                    "ScaleInCooldown": 300,
-                    "ScaleOutCooldown": 300,
-                },
-            )
-            step = aas.put_scaling_policy(
-                PolicyName=IC_STEP_POLICY,
-                ServiceNamespace="sagemaker",
-                ResourceId=before.resource_id,
-                ScalableDimension=IC_DIMENSION,
-                PolicyType="StepScaling",
-                StepScalingPolicyConfiguration={
-                    "AdjustmentType": "ChangeInCapacity",
-                    "MetricAggregationType": "Maximum",
-                    "Cooldown": 60,
-                    "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}],
-                },
-            )
-        alarm = wake_alarm_name(name, "NoCapacityInvocationFailures")
-        with aws(f"creating alarm {alarm}"):
-            cw.put_metric_alarm(
-                AlarmName=alarm,
-                AlarmDescription=f"InferOps scale-from-zero alarm of endpoint {state.endpoint_name}",
-                Namespace="AWS/SageMaker",
-                MetricName="NoCapacityInvocationFailures",
-                Dimensions=[{"Name": "InferenceComponentName", "Value": name}],
-                Statistic="Sum",
-                Period=60,
-                EvaluationPeriods=1,
-                DatapointsToAlarm=1,
-                Threshold=1,
-                ComparisonOperator="GreaterThanThreshold",
-                AlarmActions=[step["PolicyARN"]],
-            )
-        services.repo.put_wake_alarm(alarm, state.endpoint_name)
-        alarms.append(alarm)
+        )
     variant = config["ProductionVariants"][0]
     managed = variant.get("ManagedInstanceScaling") or {}
     high = request.max_instances or int(managed.get("MaxInstanceCount") or max(settings.awake_instances, 1))
@@ -551,75 +555,79 @@ def _enable_components(
     return _await(state, services, "endpoint", config=target, seconds=_provision(settings.instance_type))
 
 
+def _scale_from_zero(
+    services: Services,
+    endpoint: str,
+    target: SavedTarget,
+    high: int,
+    tracking: tuple[str, dict[str, Any]],
+    step: tuple[str, dict[str, Any]],
+    alarm: tuple[str, dict[str, Any], dict[str, str]],
+) -> str:
+    """Register the target with MinCapacity 0, put the tracking and step policies, and the alarm that runs the
+    step policy (remembered as this endpoint's wake alarm). Returns the alarm's name."""
+    aas = services.autoscaling
+    where = {"ServiceNamespace": "sagemaker", "ResourceId": target.resource_id, "ScalableDimension": target.dimension}
+    with aws(f"registering {target.resource_id} with MinCapacity 0"):
+        aas.register_scalable_target(**where, MinCapacity=0, MaxCapacity=high)  # type: ignore[arg-type]
+        aas.put_scaling_policy(
+            **where,  # type: ignore[arg-type]
+            PolicyName=tracking[0],
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration=tracking[1],  # type: ignore[arg-type]
+        )
+        policy = aas.put_scaling_policy(
+            **where,  # type: ignore[arg-type]
+            PolicyName=step[0],
+            PolicyType="StepScaling",
+            StepScalingPolicyConfiguration=step[1],  # type: ignore[arg-type]
+        )
+    name, spec, dimensions = alarm
+    with aws(f"creating alarm {name}"):
+        services.cloudwatch.put_metric_alarm(
+            AlarmName=name,
+            AlarmDescription=f"InferOps scale-from-zero alarm of endpoint {endpoint}",
+            Namespace="AWS/SageMaker",
+            Dimensions=[{"Name": k, "Value": v} for k, v in dimensions.items()],
+            AlarmActions=[policy["PolicyARN"]],
+            **spec,
+        )
+    services.repo.put_wake_alarm(name, endpoint)
+    return name
+
+
 def wake_alarm_name(resource: str, metric: str) -> str:
     """`InferOps-<resource>-<metric>`: the alarm-events handler looks only these up in the table."""
     return f"{WAKE_ALARM_PREFIX}{resource}-{metric}"[:255]
 
 
 def _enable_async(services: Services, settings: Settings, request: ScaleToZeroRequest, instances: int) -> Settings:
-    aas, cw = services.autoscaling, services.cloudwatch
+    aas = services.autoscaling
     resource = f"endpoint/{settings.endpoint}/variant/{settings.variant}"
     before = (
         settings.previous_targets[0] if settings.previous_targets else _saved_target(aas, resource, VARIANT_DIMENSION)
     )
     high = request.max_instances or before.max_capacity or max(ASYNC_DEFAULT_MAX, instances)
-    with aws("registering the async variant with MinCapacity 0"):
-        aas.register_scalable_target(
-            ServiceNamespace="sagemaker",
-            ResourceId=resource,
-            ScalableDimension=VARIANT_DIMENSION,
-            MinCapacity=0,
-            MaxCapacity=high,
-        )
-        aas.put_scaling_policy(
-            PolicyName=BACKLOG_POLICY,
-            ServiceNamespace="sagemaker",
-            ResourceId=resource,
-            ScalableDimension=VARIANT_DIMENSION,
-            PolicyType="TargetTrackingScaling",
-            TargetTrackingScalingPolicyConfiguration={
-                "TargetValue": 5.0,
-                "CustomizedMetricSpecification": {
-                    "MetricName": "ApproximateBacklogSizePerInstance",
-                    "Namespace": "AWS/SageMaker",
-                    "Dimensions": [{"Name": "EndpointName", "Value": settings.endpoint}],
-                    "Statistic": "Average",
-                },
-                "ScaleInCooldown": 600,
-                "ScaleOutCooldown": 300,
-            },
-        )
-        step = aas.put_scaling_policy(
-            PolicyName=ASYNC_STEP_POLICY,
-            ServiceNamespace="sagemaker",
-            ResourceId=resource,
-            ScalableDimension=VARIANT_DIMENSION,
-            PolicyType="StepScaling",
-            StepScalingPolicyConfiguration={
-                "AdjustmentType": "ChangeInCapacity",
-                "MetricAggregationType": "Average",
-                "Cooldown": 300,
-                "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}],
-            },
-        )
-    alarm = wake_alarm_name(settings.endpoint, "HasBacklogWithoutCapacity")
-    with aws(f"creating alarm {alarm}"):
-        cw.put_metric_alarm(
-            AlarmName=alarm,
-            AlarmDescription=f"InferOps scale-from-zero alarm of endpoint {settings.endpoint}",
-            Namespace="AWS/SageMaker",
-            MetricName="HasBacklogWithoutCapacity",
-            Dimensions=[{"Name": "EndpointName", "Value": settings.endpoint}],
-            Statistic="Average",
-            Period=60,
-            EvaluationPeriods=2,
-            DatapointsToAlarm=2,
-            Threshold=1,
-            ComparisonOperator="GreaterThanOrEqualToThreshold",
-            TreatMissingData="missing",
-            AlarmActions=[step["PolicyARN"]],
-        )
-    services.repo.put_wake_alarm(alarm, settings.endpoint)
+    tracking = {
+        **ASYNC_TRACKING,
+        "CustomizedMetricSpecification": {
+            **ASYNC_TRACKING["CustomizedMetricSpecification"],
+            "Dimensions": [{"Name": "EndpointName", "Value": settings.endpoint}],
+        },
+    }
+    alarm = _scale_from_zero(
+        services,
+        settings.endpoint,
+        before,
+        high,
+        (BACKLOG_POLICY, tracking),
+        (ASYNC_STEP_POLICY, ASYNC_STEP),
+        (
+            wake_alarm_name(settings.endpoint, "HasBacklogWithoutCapacity"),
+            ASYNC_ALARM,
+            {"EndpointName": settings.endpoint},
+        ),
+    )
     return settings.model_copy(update={"previous_targets": [before], "alarms": [alarm]})
 
 
@@ -827,8 +835,9 @@ def _await(
         expect=expect,
         config=config,
         started_at=services.repo.now(),
-        # events resume the other waits: their heartbeat is a fallback with slack; copies are looked at when due
-        heartbeat_seconds=seconds if expect == "copies" else math.ceil(seconds * 1.25),
+        # events resume the other waits: their heartbeat is a fallback with slack; copies send no event, so the
+        # first look is a little before they are due, then one every COPY_RECHECK_SECONDS
+        heartbeat_seconds=math.ceil(seconds * (COPY_FIRST_LOOK if expect == "copies" else 1.25)),
     )
     return state.model_copy(update={"wait": wait, "next": "await"})
 
@@ -1103,6 +1112,18 @@ def _launch(
         record.id, "requested", f"{action} requested ({trigger})", {"execution": execution["executionArn"]}
     )
     return view(repo.get_operation(record.id))
+
+
+def clients_from_env() -> Clients:
+    """The API's and the sweep's clients: the table, AWS, and the scaling state machine from the environment."""
+    return Clients(
+        repo=Repository(os.environ["TABLE_NAME"]),
+        sagemaker=boto3.client("sagemaker"),
+        autoscaling=boto3.client("application-autoscaling"),
+        cloudwatch=boto3.client("cloudwatch"),
+        stepfunctions=boto3.client("stepfunctions"),
+        state_machine_arn=os.environ["SCALING_STATE_MACHINE_ARN"],
+    )
 
 
 def enable(endpoint: str, request: ScaleToZeroRequest, clients: Clients) -> OperationView:
