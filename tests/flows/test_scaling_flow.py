@@ -35,23 +35,30 @@ def item(twin: Twin, pk: str, sk: str) -> dict[str, Any]:
     )
 
 
-def latest_operation(twin: Twin, name: str) -> dict[str, str]:
-    """The endpoint's newest scaling operation: id, action, status (one Query on gsi1)."""
+def scaling_operations(twin: Twin, name: str) -> list[dict[str, str]]:
+    """The endpoint's scaling operations, newest first: id, action, trigger, status (one Query on gsi1)."""
     items = twin.client("dynamodb").query(
         TableName=twin.template.physical("OperationsTable").ref,
         IndexName="gsi1",
         KeyConditionExpression="gsi1pk = :pk",
         ExpressionAttributeValues={":pk": {"S": f"EP#{name}"}},
         ScanIndexForward=False,
-        Limit=1,
     )["Items"]
-    if not items:
-        return {}
-    return {
-        "id": items[0]["id"]["S"],
-        "action": items[0]["request"]["M"]["action"]["S"],
-        "status": items[0]["status"]["S"],
-    }
+    return [
+        {
+            "id": i["id"]["S"],
+            "action": i["request"]["M"]["action"]["S"],
+            "trigger": i["request"]["M"]["trigger"]["S"],
+            "status": i["status"]["S"],
+        }
+        for i in items
+        if i["kind"]["S"] == "scaling"
+    ]
+
+
+def latest_operation(twin: Twin, name: str) -> dict[str, str]:
+    found = scaling_operations(twin, name)
+    return found[0] if found else {}
 
 
 def instances(twin: Twin, name: str) -> int:
@@ -225,22 +232,6 @@ def test_async_endpoint_scales_to_zero_a_quota_failure_is_diagnosed_and_a_wake_s
 CLASSIC = "scorer"
 
 
-def operations(twin: Twin, name: str) -> list[tuple[str, str, str]]:
-    """The endpoint's scaling operations, oldest first: (action, trigger, status)."""
-    table = twin.template.physical("OperationsTable").ref
-    items = twin.client("dynamodb").query(
-        TableName=table,
-        IndexName="gsi1",
-        KeyConditionExpression="gsi1pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"EP#{name}"}},
-    )["Items"]
-    return [
-        (i["request"]["M"]["action"]["S"], i["request"]["M"]["trigger"]["S"], i["status"]["S"])
-        for i in items
-        if i["kind"]["S"] == "scaling"
-    ]
-
-
 def test_classic_endpoint_is_parked_by_schedule_woken_on_request_unparked_identically_and_restored() -> None:
     with Twin() as twin:
         create_endpoint(twin, count=2, name=CLASSIC, rpm=600)
@@ -299,7 +290,7 @@ def test_classic_endpoint_is_parked_by_schedule_woken_on_request_unparked_identi
         status, disabled = twin.api_request("DELETE", f"/endpoints/{CLASSIC}/scale-to-zero")
         restored = operation_done(twin, CLASSIC, disabled["id"])
         final = endpoint_view(twin, CLASSIC)
-        history = operations(twin, CLASSIC)
+        history = [(o["action"], o["trigger"], o["status"]) for o in scaling_operations(twin, CLASSIC)]
         targets_after = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
 
     assert parked["scale_to_zero"]["parked"]["by"] == "schedule"

@@ -84,7 +84,7 @@ def test_account_integrates_capacity_between_changes_and_counts_idle_hours() -> 
     start = at(0, 9)
     log = [(start, 2), (start + 1.5 * HOUR, 0), (start + 3 * HOUR, 2)]
     demand = {start: 100.0, start + HOUR: 0.0, start + 2 * HOUR: 0.0, start + 3 * HOUR: 5.0}
-    used, idle, zero, hours = account(log, demand, start=start, end=start + 4 * HOUR, awake_instances=2, before=2)
+    used, idle, zero, hours = account(log, demand, start=start, end=start + 4 * HOUR, before=2)
     assert hours == 4.0
     assert zero == pytest.approx(1.5)  # 10:30-12:00
     assert used == pytest.approx(2 * 2.5)
@@ -93,7 +93,7 @@ def test_account_integrates_capacity_between_changes_and_counts_idle_hours() -> 
 
 def test_account_uses_the_capacity_before_the_first_change() -> None:
     start = at(0, 9)
-    used, idle, zero, _ = account([], {}, start=start + 0.5 * HOUR, end=start + 2 * HOUR, awake_instances=3, before=3)
+    used, idle, zero, _ = account([], {}, start=start + 0.5 * HOUR, end=start + 2 * HOUR, before=3)
     assert (used, idle, zero) == (pytest.approx(4.5), pytest.approx(4.5), 0.0)
 
 
@@ -291,3 +291,38 @@ def test_a_wake_without_capacity_fails_naming_the_quota(ddb_table: Repository) -
         "no capacity after retries with backoff: scaling out: quota reached (ResourceLimitExceeded): limit is 2"
     )
     assert [e.kind for e in repo.timeline(record.id)] == ["error"]
+
+
+# --- disabling restores capacity ------------------------------------------------------------------------
+class _Copies:
+    """SageMaker as far as restoring a component's copies goes."""
+
+    def __init__(self, desired: int) -> None:
+        self.desired = desired
+        self.updates: list[int] = []
+
+    def describe_inference_component(self, InferenceComponentName: str) -> dict[str, Any]:
+        return {"RuntimeConfig": {"DesiredCopyCount": self.desired}}
+
+    def update_inference_component_runtime_config(self, **kwargs: Any) -> dict[str, Any]:
+        self.updates.append(kwargs["DesiredRuntimeConfig"]["CopyCount"])
+        return {}
+
+
+@pytest.mark.parametrize(
+    ("min_capacity", "capacity", "desired", "updates"),
+    [(None, 2, 0, [2]), (1, 3, 0, [1]), (None, 2, 2, []), (0, 2, 0, []), (None, None, 0, [])],
+)
+def test_disabling_brings_copies_back_to_what_they_were(
+    min_capacity: int | None, capacity: int | None, desired: int, updates: list[int]
+) -> None:
+    sm = _Copies(desired)
+    saved = scaling.SavedTarget(
+        resource_id="inference-component/chat-llm",
+        dimension=scaling.IC_DIMENSION,
+        min_capacity=min_capacity,
+        capacity=capacity,
+    )
+    settings = Settings(endpoint="chat", kind="inference-component", request=ScaleToZeroRequest(), enabled_at=0.0)
+    scaling._raise_to_min(Services(None, sm, None, None, None), settings, saved)  # type: ignore[arg-type]
+    assert sm.updates == updates

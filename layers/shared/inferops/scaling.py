@@ -208,6 +208,7 @@ class SavedTarget(_Model):
     min_capacity: int | None = None
     max_capacity: int | None = None
     policies: list[dict[str, Any]] = Field(default_factory=list)
+    capacity: int | None = Field(default=None, description="copies or instances when scale to zero was enabled")
 
 
 class Parked(_Model):
@@ -500,7 +501,10 @@ def _enable_components(
     components = components_of(sm, state.endpoint_name)
     first = not settings.previous_targets
     saved = settings.previous_targets or [
-        _saved_target(aas, f"inference-component/{c['InferenceComponentName']}", IC_DIMENSION) for c in components
+        _saved_target(aas, f"inference-component/{c['InferenceComponentName']}", IC_DIMENSION).model_copy(
+            update={"capacity": int(c["RuntimeConfig"]["DesiredCopyCount"])}
+        )
+        for c in components
     ]
     alarms: list[str] = []
     for component, before in zip(components, saved, strict=False):
@@ -605,7 +609,9 @@ def _enable_async(services: Services, settings: Settings, request: ScaleToZeroRe
     aas = services.autoscaling
     resource = f"endpoint/{settings.endpoint}/variant/{settings.variant}"
     before = (
-        settings.previous_targets[0] if settings.previous_targets else _saved_target(aas, resource, VARIANT_DIMENSION)
+        settings.previous_targets[0]
+        if settings.previous_targets
+        else _saved_target(aas, resource, VARIANT_DIMENSION).model_copy(update={"capacity": instances})
     )
     high = request.max_instances or before.max_capacity or max(ASYNC_DEFAULT_MAX, instances)
     tracking = {
@@ -670,12 +676,13 @@ def _disable(state: FlowState, services: Services) -> FlowState:
 
 
 def _raise_to_min(services: Services, settings: Settings, saved: SavedTarget) -> None:
-    """A target restored with MinCapacity above its current capacity gets that capacity now."""
-    low = int(saved.min_capacity or 0)
+    """A target restored with MinCapacity above its current capacity gets that capacity now; without a target, the
+    copies or instances it had when scale to zero was enabled."""
+    low = int(saved.min_capacity if saved.min_capacity is not None else saved.capacity or 0)
     if low < 1:
         return
     sm = services.sagemaker
-    with aws(f"raising {saved.resource_id} to its MinCapacity {low}"):
+    with aws(f"raising {saved.resource_id} back to {low}"):
         if saved.dimension == IC_DIMENSION:
             name = saved.resource_id.split("/", 1)[1]
             described = sm.describe_inference_component(InferenceComponentName=name)
@@ -1268,13 +1275,9 @@ def decide(settings: Settings, clients: Clients, now: float) -> tuple[Action | N
     return None, ""
 
 
-def demand(cw: CloudWatchClient, settings: Settings, start: float, end: float, period: int | None = None) -> float:
+def demand(cw: CloudWatchClient, settings: Settings, start: float, end: float) -> float:
     """Requests that reached the endpoint in [start, end) (served or not): Invocations, failures, backlog."""
-    queries = demand_queries(settings)
-    if not queries:
-        return 0.0
-    values = hourly_demand(cw, settings, start, end, period=period or max(60, int(end - start) // 60 * 60))
-    return sum(values.values())
+    return sum(hourly_demand(cw, settings, start, end, period=max(60, int(end - start) // 60 * 60)).values())
 
 
 def demand_queries(settings: Settings) -> list[dict[str, Any]]:
@@ -1378,7 +1381,6 @@ def account(
     *,
     start: float,
     end: float,
-    awake_instances: int,
     before: int,
 ) -> tuple[float, float, float, float]:
     """(instance-hours, idle instance-hours, zero hours, hours) over [start, end), hour by hour.
@@ -1415,7 +1417,6 @@ def endpoint_cost(settings: Settings, cw: CloudWatchClient, start: float, end: f
         by_hour,
         start=begin_at,
         end=end,
-        awake_instances=settings.awake_instances,
         before=settings.awake_instances,
     )
     return EndpointCost(
