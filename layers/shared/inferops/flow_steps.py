@@ -1,4 +1,5 @@
-"""What a state machine's steps Lambda does, whatever the flow: parse the call, run one step, return the state.
+"""What every flow shares: starting its execution under the endpoint's lock, and what its steps Lambda does
+(parse the call, run one step, return the state).
 
 A flow module provides `STEPS` (state -> state) and `TOKEN_STEPS` (state, task token -> state), its `FlowState`
 model and its final error class; errors keep their class name, which the state machine routes on. A call that
@@ -10,15 +11,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.config import Config
 from pydantic import BaseModel, ValidationError
 
-from inferops.errors import first_problem
+from inferops.errors import Conflict, first_problem
 from inferops.rollout import Services
-from inferops.storage import Repository
+from inferops.storage import OperationRecord, OperationStatus, Repository
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
 
 # One attempt per call: the state machine retries with backoff and jitter, visibly, on the flow's clock.
 SDK_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=20)
@@ -68,3 +72,32 @@ def run(
     if call.action in steps:
         return steps[call.action](state, services)
     raise failure(f"unknown step {call.action!r}")
+
+
+def start_execution(
+    repo: Repository,
+    stepfunctions: SFNClient,
+    state_machine_arn: str,
+    record: OperationRecord,
+    state: BaseModel,
+    *,
+    lease_seconds: float,
+    field: str,
+) -> str:
+    """Take the endpoint's lock for the operation (lost race: REFUSED, Conflict naming `field`), start the flow
+    named after it (failing: lock released, FAILED) and record the execution; its ARN."""
+    try:
+        repo.acquire_lock(record.endpoint, record.id, lease_seconds)
+    except Conflict as busy:
+        repo.transition(record.id, OperationStatus.REFUSED, result={"reason": busy.message})
+        raise Conflict(busy.message, field) from busy
+    try:
+        execution = stepfunctions.start_execution(
+            stateMachineArn=state_machine_arn, name=record.id, input=state.model_dump_json()
+        )
+    except Exception as error:
+        repo.release_lock(record.endpoint, record.id)
+        repo.transition(record.id, OperationStatus.FAILED, result={"reason": f"the flow did not start: {error}"})
+        raise
+    repo.set_execution(record.id, execution["executionArn"])
+    return execution["executionArn"]

@@ -38,7 +38,7 @@ import boto3
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from inferops import catalog, rollout
+from inferops import catalog, flow_steps, rollout
 from inferops.alarm_events import WAKE_ALARM_PREFIX
 from inferops.errors import Conflict, InvalidInput, NotFound
 from inferops.planner import PROVISION_SECONDS
@@ -1093,11 +1093,6 @@ def _launch(
     requested_at: float | None,
 ) -> OperationView:
     repo = clients.repo
-    try:
-        repo.acquire_lock(record.endpoint, record.id, START_LEASE_SECONDS)
-    except Conflict as busy:
-        repo.transition(record.id, OperationStatus.REFUSED, result={"reason": busy.message})
-        raise Conflict(busy.message, "name") from busy
     state = FlowState(
         operation_id=record.id,
         endpoint_name=record.endpoint,
@@ -1106,18 +1101,16 @@ def _launch(
         requested_at=repo.now() if requested_at is None else requested_at,
         request=request,
     )
-    try:
-        execution = clients.stepfunctions.start_execution(
-            stateMachineArn=clients.state_machine_arn, name=record.id, input=state.model_dump_json()
-        )
-    except Exception as error:
-        repo.release_lock(record.endpoint, record.id)
-        repo.transition(record.id, OperationStatus.FAILED, result={"reason": f"the flow did not start: {error}"})
-        raise
-    repo.set_execution(record.id, execution["executionArn"])
-    repo.append_timeline(
-        record.id, "requested", f"{action} requested ({trigger})", {"execution": execution["executionArn"]}
+    arn = flow_steps.start_execution(
+        repo,
+        clients.stepfunctions,
+        clients.state_machine_arn,
+        record,
+        state,
+        lease_seconds=START_LEASE_SECONDS,
+        field="name",
     )
+    repo.append_timeline(record.id, "requested", f"{action} requested ({trigger})", {"execution": arn})
     return view(repo.get_operation(record.id))
 
 
