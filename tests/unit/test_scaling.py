@@ -326,3 +326,25 @@ def test_disabling_brings_copies_back_to_what_they_were(
     settings = Settings(endpoint="chat", kind="inference-component", request=ScaleToZeroRequest(), enabled_at=0.0)
     scaling._raise_to_min(Services(None, sm, None, None, None), settings, saved)  # type: ignore[arg-type]
     assert sm.updates == updates
+
+
+class _Creating:
+    """SageMaker with the endpoint still coming up."""
+
+    def describe_endpoint(self, EndpointName: str) -> dict[str, Any]:
+        return {"EndpointName": EndpointName, "EndpointStatus": "Creating", "ProductionVariants": []}
+
+
+def test_a_wait_that_outlives_its_deadline_fails_instead_of_looking_forever(ddb_table: Repository) -> None:
+    now = [1000.0]
+    repo = Repository(ddb_table.table_name, client=ddb_table.client, clock=lambda: now[0])
+    record = repo.create_operation("scaling", "scorer", {"action": "unpark"})
+    wait = scaling.Wait(expect="endpoint", started_at=1000.0, heartbeat_seconds=375, give_up_at=2800.0)
+    state = FlowState(operation_id=record.id, endpoint_name="scorer", action="unpark", requested_at=1000.0, wait=wait)
+    services = Services(repo, _Creating(), None, None, None)  # type: ignore[arg-type]
+    now[0] = 2000.0
+    again = scaling.check(state, services)
+    assert again.next == "await" and again.wait is not None and again.wait.heartbeat_seconds == scaling.RECHECK_SECONDS
+    now[0] = 2800.0
+    with pytest.raises(ScalingFailed, match="not serving 1800 s after the change \\(the endpoint is Creating\\)"):
+        scaling.check(again, services)

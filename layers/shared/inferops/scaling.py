@@ -60,6 +60,8 @@ WAKE_LEASE_SECONDS = 3 * 3600  # a crashed wake's claim lapses after this
 RECHECK_SECONDS = 120
 COPY_RECHECK_SECONDS = 30  # copies send no event: from 3/4 of the expected load time, one look every 30 s
 COPY_FIRST_LOOK = 0.75
+GIVE_UP_FACTOR = 3  # a wait gives up after 3x the expected time (at least GIVE_UP_MIN_SECONDS): never stuck
+GIVE_UP_MIN_SECONDS = 1800
 COPY_LOAD_SECONDS = {"none": 90}  # a copy's model load once its instance runs, by accelerator kind
 COPY_LOAD_ACCELERATED_SECONDS = 240
 CAPACITY_LOG_DAYS = 31
@@ -257,6 +259,7 @@ class Wait(_Model):
     config: str | None = None
     started_at: float
     heartbeat_seconds: int
+    give_up_at: float = Field(description="not serving by then: the operation fails (with its diagnosis)")
 
 
 class Outcome(_Model):
@@ -845,6 +848,7 @@ def _await(
         # events resume the other waits: their heartbeat is a fallback with slack; copies send no event, so the
         # first look is a little before they are due, then one every COPY_RECHECK_SECONDS
         heartbeat_seconds=math.ceil(seconds * (COPY_FIRST_LOOK if expect == "copies" else 1.25)),
+        give_up_at=services.repo.now() + max(GIVE_UP_FACTOR * seconds, GIVE_UP_MIN_SECONDS),
     )
     return state.model_copy(update={"wait": wait, "next": "await"})
 
@@ -906,6 +910,9 @@ def check(state: FlowState, services: Services) -> FlowState:
     wait = state.wait
     assert wait is not None
     if not serving:
+        if services.repo.now() >= wait.give_up_at:
+            waited = services.repo.now() - wait.started_at
+            raise ScalingFailed(f"not serving {waited:.0f} s after the change ({why}): capacity did not come")
         _timeline(services, state, "waiting", f"not serving yet: {why}")
         recheck = COPY_RECHECK_SECONDS if wait.expect == "copies" else RECHECK_SECONDS
         again = wait.model_copy(update={"heartbeat_seconds": recheck})
