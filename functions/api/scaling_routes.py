@@ -53,6 +53,14 @@ def wake_endpoint(name: _NAME) -> Response[Any]:
     return _accepted(started.model_dump(mode="json"), 202 if started.started else 200)
 
 
+@router.post(
+    "/endpoints/<name>/park",
+    summary="Park a classic endpoint under scale-to-zero now: record it exactly, delete it (202)",
+)
+def park_endpoint(name: _NAME) -> Response[Any]:
+    return _accepted(scaling.park(name, _clients()).model_dump(mode="json"))
+
+
 @router.get(
     "/endpoints/<name>",
     summary="An endpoint: kind, capacity, scale-to-zero state, last wake duration, idle cost (7 days)",

@@ -13,6 +13,7 @@ import boto3
 import pytest
 from moto.core import config as moto_config
 
+from inferops.scaling import ScaleToZeroRequest, Settings
 from inferops.storage import Repository
 from twin.lambdas import load_function
 
@@ -135,3 +136,16 @@ def test_cost_report_days_are_checked(call: Call) -> None:
     status, report = call("GET", "/reports/cost", query={"days": "7"})
     assert status == 200, report
     assert (report["days"], report["endpoints"], report["saved_usd"]) == (7, [], 0.0)
+
+
+def test_park_on_request_is_for_classic_endpoints_under_scale_to_zero(call: Call, ddb_table: Repository) -> None:
+    assert call("POST", f"/endpoints/{ENDPOINT}/park")[0] == 404
+    settings = Settings(endpoint=ENDPOINT, kind="inference-component", request=ScaleToZeroRequest(), enabled_at=0.0)
+    ddb_table.put_scaling_settings(ENDPOINT, settings.model_dump(mode="json"))
+    status, reply = call("POST", f"/endpoints/{ENDPOINT}/park")
+    assert (status, reply["field"]) == (400, "name"), reply
+    classic = settings.model_copy(update={"kind": "classic"})
+    ddb_table.put_scaling_settings(ENDPOINT, classic.model_dump(mode="json"))
+    status, started = call("POST", f"/endpoints/{ENDPOINT}/park")
+    assert status == 202, started
+    assert (started["action"], started["trigger"]) == ("park", "request")

@@ -1159,6 +1159,20 @@ def disable(endpoint: str, clients: Clients) -> OperationView:
     return start("disable", endpoint, clients)
 
 
+def park(endpoint: str, clients: Clients) -> OperationView:
+    """Park a classic endpoint under scale-to-zero now (the sweep or a wake unparks it)."""
+    settings = load_settings(clients.repo, endpoint)
+    if settings is None:
+        raise NotFound(f"endpoint {endpoint} is not under scale-to-zero", "name")
+    if settings.kind != "classic":
+        raise InvalidInput(
+            f"only classic endpoints are parked; {endpoint} is {settings.kind} and scales itself", "name"
+        )
+    if settings.parked is not None:
+        raise Conflict(f"endpoint {endpoint} is already parked", "name")
+    return start("park", endpoint, clients)
+
+
 class WakeStarted(BaseModel):
     model_config = ConfigDict(frozen=True)
 
