@@ -112,6 +112,48 @@ def wait_for(twin: Twin, done: Callable[[], bool], step: float = 30.0, limit: fl
     return twin.wait_for(done, step, limit)
 
 
+def create_ic_endpoint(twin: Twin, endpoint: str, component: str, *, rpm: float = 30, min_instances: int = 1) -> None:
+    """An inference-component endpoint (ml.g5.xlarge, managed instance scaling) serving one copy of `component`."""
+    sagemaker = twin.client("sagemaker")
+    with twin.busy():
+        create_model(twin, f"{component}-v1")
+        sagemaker.create_endpoint_config(
+            EndpointConfigName=f"{endpoint}-config",
+            ExecutionRoleArn=ROLE,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "InstanceType": "ml.g5.xlarge",
+                    "InitialInstanceCount": 1,
+                    "ManagedInstanceScaling": {
+                        "Status": "ENABLED",
+                        "MinInstanceCount": min_instances,
+                        "MaxInstanceCount": 2,
+                    },
+                }
+            ],
+        )
+        sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=f"{endpoint}-config")
+    wait_for(twin, lambda: sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] == "InService")
+    sagemaker.create_inference_component(
+        InferenceComponentName=component,
+        EndpointName=endpoint,
+        VariantName="AllTraffic",
+        Specification={
+            "ModelName": f"{component}-v1",
+            "ComputeResourceRequirements": {"NumberOfAcceleratorDevicesRequired": 1, "MinMemoryRequiredInMb": 1024},
+        },
+        RuntimeConfig={"CopyCount": 1},
+    )
+    wait_for(twin, lambda: copies(twin, component) >= 1)
+    twin.cloudwatch.set_load_profile(endpoint, LoadProfile(requests_per_minute=rpm))
+
+
+def copies(twin: Twin, component: str) -> int:
+    described = twin.client("sagemaker").describe_inference_component(InferenceComponentName=component)
+    return int(described["RuntimeConfig"]["CurrentCopyCount"])
+
+
 class Timeline:
     """Prints what SageMaker and CloudWatch report, in virtual time from the scenario's start."""
 
@@ -519,6 +561,55 @@ def scenario_async() -> None:
         sys.stdout = tap.out
 
 
+def scenario_scale_to_zero() -> None:
+    console.rule("[bold]Scale to zero: an inference-component endpoint goes to zero when idle and wakes on traffic")
+    endpoint, component = "chat", "chat-llm"
+    with Twin(parameters=QUIET) as twin:
+        timeline = Timeline(twin)
+        create_ic_endpoint(twin, endpoint, component)
+        timeline.say("operator", f"{endpoint}: 1 copy of {component} on 1 ml.g5.xlarge, 30 requests/min")
+
+        def view() -> dict[str, Any]:
+            return dict(twin.api_request("GET", f"/endpoints/{endpoint}")[1])
+
+        def until_done(operation_id: str) -> dict[str, Any]:
+            wait_for(twin, lambda: (view()["operation"] or {}).get("status") in ("SUCCEEDED", "FAILED"), step=15)
+            operation = view()["operation"]
+            assert operation["id"] == operation_id
+            return dict(operation)
+
+        status, started = twin.api_request("PUT", f"/endpoints/{endpoint}/scale-to-zero", body={"max_copies": 2})
+        timeline.say("operator", f"PUT /endpoints/{endpoint}/scale-to-zero -> {status}")
+        enabled = until_done(started["id"])
+        timeline.say("InferOps", f"{enabled['status']}: {enabled['result']['reason']}")
+        for entry in enabled["timeline"]:
+            if entry["kind"] in ("update", "enabled"):
+                timeline.say("InferOps", entry["message"])
+
+        twin.cloudwatch.set_load_profile(endpoint, requests_per_minute=0)
+        timeline.say("operator", "traffic stops")
+        wait_for(twin, lambda: view()["capacity"]["instances"] == 0, step=60)
+        timeline.say("SageMaker", f"0 copies, 0 instances: {view()['capacity']}")
+
+        twin.cloudwatch.set_load_profile(endpoint, requests_per_minute=30)
+        arrived = twin.clock.now()
+        timeline.say("operator", "traffic arrives (callers retry while there is no capacity)")
+        wait_for(twin, lambda: (view()["operation"] or {}).get("action") == "wake", step=10)
+        woke = until_done(view()["operation"]["id"])
+        serving = view()
+        timeline.say("InferOps", f"wake {woke['status']} ({woke['trigger']}): {woke['result']['reason']}")
+        timeline.say(
+            "InferOps",
+            f"serving {serving['capacity']} {twin.clock.now() - arrived:.0f} s after the first request; "
+            f"last wake {serving['last_wake_seconds']:g} s",
+        )
+        cost = serving["idle_cost"]
+        console.print(
+            f"GET /endpoints/{endpoint}: kind {serving['kind']}, {cost['zero_hours']:g} h at zero saved "
+            f"${cost['saved_usd']:.2f} at ${cost['price_usd_per_hour']:g}/h; idle cost ${cost['idle_cost_usd']:.2f}"
+        )
+
+
 SCENARIOS: dict[str, Callable[[], None]] = {
     "catalog": scenario_catalog,
     "plans": scenario_plans,
@@ -527,6 +618,7 @@ SCENARIOS: dict[str, Callable[[], None]] = {
     "managed": scenario_managed,
     "shadow": scenario_shadow,
     "async": scenario_async,
+    "scale-to-zero": scenario_scale_to_zero,
 }
 
 

@@ -337,13 +337,19 @@ class LambdaRuntime:
         if len(sys.modules) == self._modules_seen:
             return
         with self._lock:  # invocations run concurrently: shim each module once, or its originals are lost
+            pending = False
             for name, module in list(sys.modules.items()):
                 if name in self._shimmed or module is None:
                     continue
                 path = getattr(module, "__file__", None)
                 if path and any(path.startswith(root + os.sep) for root in self._product_roots):
+                    if getattr(getattr(module, "__spec__", None), "_initializing", False):
+                        # another thread is still executing it: shimming now would hand its pydantic models,
+                        # defined further down, the virtual datetime (no schema); the next call shims it
+                        pending = True
+                        continue
                     self._shimmed[name] = shim_time_globals(module)
-            self._modules_seen = len(sys.modules)
+            self._modules_seen = -1 if pending else len(sys.modules)
 
     # -------------------------------------------------------------- lookups
     def logical_id(self, function: str) -> str:

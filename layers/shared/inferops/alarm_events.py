@@ -7,11 +7,14 @@ approval wait, that wait's task fails with `AlarmTriggered`, so a managed deploy
 instead of at the end of its bake (a shadow test parked between two analyses, or waiting for approval, removes
 its shadow variant at once). EventBridge delivers at least once: a repeat finds the stop already
 recorded and the task token gone, and a retried delivery fails a token the first one had to put back.
+
+A scale-from-zero alarm (inferops.scaling) in ALARM wakes its endpoint instead: one wake however many fire.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +35,8 @@ SHADOW_TEST_KIND = "shadow_test"  # inferops.shadow.KIND (not imported: it would
 SHADOW_TEST_WAITS = (WaitPurpose.SHADOW_WATCH, WaitPurpose.APPROVAL)
 """A shadow test's waits a guard alarm fails: between two analyses, or waiting for approval."""
 _GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
+WAKE_ALARM_PREFIX = "InferOps-"
+"""The scale-from-zero alarms inferops.scaling creates (the table says which endpoint each one wakes)."""
 
 AlarmStateValue = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
 
@@ -115,6 +120,9 @@ def react(change: AlarmChange, repo: Repository, stepfunctions: SFNClient) -> di
     summary: dict[str, Any] = {"action": "ignored", "alarm": change.alarm_name}
     if change.state != "ALARM":
         return {**summary, "reason": f"the alarm went {change.state}: only ALARM stops operations"}
+    woken = _wake(change, repo, stepfunctions)
+    if woken is not None:
+        return {**summary, **woken}
     watches = repo.alarm_watches(change.alarm_name)
     if not watches:
         return {**summary, "reason": "no running operation watches this alarm"}
@@ -129,6 +137,16 @@ def react(change: AlarmChange, repo: Repository, stepfunctions: SFNClient) -> di
             tokens |= _fail_waits(watch, reason, repo, stepfunctions, waits)
     stopping = outcome["stopped"] or outcome["already_stopping"]
     return {**summary, "action": "stopped" if stopping else "ignored", **outcome, "tokens": tokens}
+
+
+def _wake(change: AlarmChange, repo: Repository, stepfunctions: SFNClient) -> dict[str, Any] | None:
+    """A scale-from-zero alarm wakes its endpoint at once (one wake however many alarms fire); None: not one."""
+    arn = os.environ.get("SCALING_STATE_MACHINE_ARN")
+    if not arn or not change.alarm_name.startswith(WAKE_ALARM_PREFIX):
+        return None
+    from inferops.scaling import wake_on_alarm  # only scale-from-zero alarms pay for this import
+
+    return wake_on_alarm(change.alarm_name, change.changed_at.timestamp(), repo, stepfunctions, arn)
 
 
 def _stop(

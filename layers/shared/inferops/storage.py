@@ -19,6 +19,8 @@ task token      ``TOKEN#<endpoint>``    ``<purpose>``                   -
 endpoint state  ``EPSTATE#<endpoint>``  ``endpoint`` | ``deployment``   -
 alarm watch     ``ALARM#<alarm name>``  ``<operation id>``              -
 operation state ``OP#<id>``             ``STATE#<name>``                -
+scale to zero   ``SCALE#<endpoint>``    ``SETTINGS``                    ``SCALING`` / ``<endpoint>``
+wake alarm      ``WAKEALARM#<alarm>``   ``WAKE``                        -
 async result    ``ASYNC#<inference>``   ``RESULT``                      -
 async stats     ``ASYNCSTATS#<ep>``     ``<hour>#<message>.<try>``      -
 ==============  ======================  ==============================  =================================
@@ -38,6 +40,10 @@ Attributes besides the keys:
   expires_at (lease expiry + ``LOCK_TTL_GRACE_SECONDS``, so stale locks eventually disappear).
 - task token: endpoint, purpose, token, operation_id, created_at, expires_at.
 - alarm watch: alarm_name, endpoint, operation_id, created_at, expires_at.
+- scale to zero (one per endpoint under scale-to-zero): endpoint, data (map: the settings and what they
+  replaced, see inferops.scaling), waking (operation id of the wake in flight, optional), wake_lease (N),
+  updated_at. The gsi1 partition ``SCALING`` lists them for the scheduled sweep and the cost report.
+- wake alarm: alarm_name, endpoint (the scale-from-zero alarm InferOps created for that endpoint).
 - async result (one per inference id, SageMaker's async notification): inference_id, endpoint, status
   (COMPLETED | FAILED), invocation_status, completed_at, received_at, latency_seconds, input_location,
   output_location, failure_location, failure_reason, content_type, region, classification (map: category,
@@ -998,6 +1004,150 @@ class Repository:
                 return False
             raise NotFound(f"operation {operation_id} has no {name} record", "operation_id") from err
         return True
+
+    # --- scale to zero -------------------------------------------------------------------------------
+
+    def put_scaling_settings(self, endpoint: str, data: Mapping[str, Any]) -> None:
+        """Store (or replace) an endpoint's scale-to-zero record; a wake in flight keeps its claim."""
+        _check_key_part(endpoint, "endpoint")
+        attributes = _serialize(
+            {"data": dict(data), "endpoint": endpoint, "updated_at": format_timestamp(_datetime(self.now()))}
+        )
+        self.client.update_item(
+            TableName=self.table_name,
+            Key=self._scaling_key(endpoint),
+            UpdateExpression="SET #data = :data, #endpoint = :endpoint, #updated_at = :updated_at, "
+            "gsi1pk = :gsi1pk, gsi1sk = :endpoint",
+            ExpressionAttributeNames={"#data": "data", "#endpoint": "endpoint", "#updated_at": "updated_at"},
+            ExpressionAttributeValues={
+                ":data": attributes["data"],
+                ":endpoint": attributes["endpoint"],
+                ":updated_at": attributes["updated_at"],
+                ":gsi1pk": _string("SCALING"),
+            },
+        )
+
+    def get_scaling_settings(self, endpoint: str) -> dict[str, Any] | None:
+        """The endpoint's scale-to-zero record (data, and `waking` when a wake is in flight), or None."""
+        _check_key_part(endpoint, "endpoint")
+        response = self.client.get_item(TableName=self.table_name, Key=self._scaling_key(endpoint), ConsistentRead=True)
+        item = response.get("Item")
+        return _deserialize(item) if item else None
+
+    def update_scaling_settings(self, endpoint: str, fields: Mapping[str, Any]) -> bool:
+        """Set top-level fields of an existing record's data in one UpdateItem; False when there is no record."""
+        _check_key_part(endpoint, "endpoint")
+        names: dict[str, str] = {"#data": "data"}
+        values: dict[str, Any] = {}
+        sets = []
+        for n, (key, value) in enumerate(fields.items()):
+            names[f"#f{n}"] = key
+            values[f":f{n}"] = _serialize({"v": value})["v"] if value is not None else {"NULL": True}
+            sets.append(f"#data.#f{n} = :f{n}")
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=self._scaling_key(endpoint),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as err:
+            if _condition_failed(err):
+                return False
+            raise
+        return True
+
+    def delete_scaling_settings(self, endpoint: str) -> None:
+        _check_key_part(endpoint, "endpoint")
+        self.client.delete_item(TableName=self.table_name, Key=self._scaling_key(endpoint))
+
+    def scaling_endpoints(self) -> list[dict[str, Any]]:
+        """Every endpoint's scale-to-zero record (one Query on gsi1's ``SCALING`` partition, never a Scan)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": GSI1_NAME,
+            "KeyConditionExpression": "gsi1pk = :pk",
+            "ExpressionAttributeValues": {":pk": _string("SCALING")},
+        }
+        return [_deserialize(item) for item in self._query(kwargs)]
+
+    def claim_wake(self, endpoint: str, operation_id: str, lease_seconds: float) -> str | None:
+        """Claim the endpoint's wake in one conditional write: None when `operation_id` won, else the holder.
+
+        Many alarms (one per inference component, repeated deliveries) and wake requests arrive together;
+        exactly one starts a wake. A claim whose lease lapsed (a crashed wake) can be taken over.
+        """
+        _check_key_part(endpoint, "endpoint")
+        _check_lease(lease_seconds)
+        now = self.now()
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=self._scaling_key(endpoint),
+                UpdateExpression="SET waking = :op, wake_lease = :lease",
+                ConditionExpression="attribute_exists(pk) AND "
+                "(attribute_not_exists(waking) OR waking = :op OR wake_lease <= :now)",
+                ExpressionAttributeValues={
+                    ":op": _string(operation_id),
+                    ":lease": _number(now + lease_seconds),
+                    ":now": _number(now),
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if not _condition_failed(err):
+                raise
+            old = _old_item(err)
+            if old is None:
+                raise NotFound(f"endpoint {endpoint} is not under scale-to-zero", "name") from err
+            return str(old.get("waking", ""))
+        return None
+
+    def release_wake(self, endpoint: str, operation_id: str) -> bool:
+        """Drop the wake claim if `operation_id` holds it."""
+        _check_key_part(endpoint, "endpoint")
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=self._scaling_key(endpoint),
+                UpdateExpression="REMOVE waking, wake_lease",
+                ConditionExpression="waking = :op",
+                ExpressionAttributeValues={":op": _string(operation_id)},
+            )
+        except ClientError as err:
+            if _condition_failed(err):
+                return False
+            raise
+        return True
+
+    def put_wake_alarm(self, alarm_name: str, endpoint: str) -> None:
+        """Remember that `alarm_name` is the scale-from-zero alarm of `endpoint` (its ALARM wakes it)."""
+        _check_alarm_name(alarm_name)
+        _check_key_part(endpoint, "endpoint")
+        item = _serialize(
+            {"pk": f"WAKEALARM#{alarm_name}", "sk": "WAKE", "alarm_name": alarm_name, "endpoint": endpoint}
+        )
+        self.client.put_item(TableName=self.table_name, Item=item)
+
+    def wake_alarm_endpoint(self, alarm_name: str) -> str | None:
+        _check_alarm_name(alarm_name)
+        response = self.client.get_item(
+            TableName=self.table_name, Key={"pk": _string(f"WAKEALARM#{alarm_name}"), "sk": _string("WAKE")}
+        )
+        item = response.get("Item")
+        return str(_deserialize(item)["endpoint"]) if item else None
+
+    def delete_wake_alarm(self, alarm_name: str) -> None:
+        _check_alarm_name(alarm_name)
+        self.client.delete_item(
+            TableName=self.table_name, Key={"pk": _string(f"WAKEALARM#{alarm_name}"), "sk": _string("WAKE")}
+        )
+
+    @staticmethod
+    def _scaling_key(endpoint: str) -> dict[str, Any]:
+        return {"pk": _string(f"SCALE#{endpoint}"), "sk": _string("SETTINGS")}
 
     # --- helpers --------------------------------------------------------------------------------------
 
