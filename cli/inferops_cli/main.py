@@ -512,36 +512,49 @@ def shadow_approve(ctx: typer.Context, operation_id: Annotated[str, typer.Argume
 def scale_enable(
     ctx: typer.Context,
     endpoint: Annotated[str, typer.Argument(help="endpoint name")],
-    idle_minutes: Annotated[int, typer.Option("--idle-minutes", min=1, help="scale in after this long idle")] = 30,
+    idle_minutes: Annotated[
+        int | None, typer.Option("--idle-minutes", min=15, help="classic endpoints: park after this long idle")
+    ] = None,
     max_copies: Annotated[
         int | None, typer.Option("--max-copies", min=1, help="inference components: most copies when awake")
     ] = None,
     max_instances: Annotated[
         int | None, typer.Option("--max-instances", min=1, help="most instances when awake")
     ] = None,
-    schedule: Annotated[
-        list[str] | None,
-        typer.Option("--schedule", help="keep awake, e.g. 'cron(0 8 ? * MON-FRI *)=on' (repeat for more)"),
+    awake: Annotated[
+        str | None,
+        typer.Option("--awake", help="classic endpoints: awake hours, parked outside them, e.g. 'MON-FRI 07:00-20:00'"),
     ] = None,
+    timezone: Annotated[str, typer.Option("--timezone", help="the time zone of --awake")] = "UTC",
 ) -> None:
     """Let an endpoint scale to zero when idle (PUT /endpoints/{name}/scale-to-zero)."""
     cli = _cli(ctx)
-    body: dict[str, Any] = {"idle_minutes": idle_minutes}
-    if max_copies is not None:
-        body["max_copies"] = max_copies
-    if max_instances is not None:
-        body["max_instances"] = max_instances
-    if schedule:
-        body["schedule"] = [_schedule_entry(cli, s) for s in schedule]
+    options = {"idle_minutes": idle_minutes, "max_copies": max_copies, "max_instances": max_instances}
+    body: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    if awake:
+        body["schedule"] = {**_awake_hours(cli, awake), "timezone": timezone}
     reply = cli.call("PUT", f"/endpoints/{endpoint}/scale-to-zero", body=body)
     cli.show(reply, lambda r: render.record(r, title=f"scale to zero on {endpoint}"))
 
 
-def _schedule_entry(cli: Cli, text: str) -> dict[str, str]:
-    expression, _, state = text.rpartition("=")
-    if not expression or state not in {"on", "off"}:
-        cli.fail(f"--schedule {text!r}: write EXPRESSION=on or EXPRESSION=off", ExitCode.USAGE)
-    return {"expression": expression, "state": state}
+_DAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
+
+
+def _awake_hours(cli: Cli, text: str) -> dict[str, Any]:
+    """'MON-FRI 07:00-20:00' (or 'MON,WED,SAT 08:00-18:00') -> the API's schedule fields."""
+    usage = f"--awake {text!r}: write DAYS HH:MM-HH:MM, e.g. 'MON-FRI 07:00-20:00'"
+    days_text, _, hours = text.strip().upper().partition(" ")
+    start, _, end = hours.strip().partition("-")
+    days: list[str] = []
+    for part in days_text.split(","):
+        first, _, last = part.partition("-")
+        if first not in _DAYS or (last and last not in _DAYS):
+            cli.fail(usage, ExitCode.USAGE)
+        i, j = _DAYS.index(first), _DAYS.index(last or first)
+        days += [_DAYS[k % 7] for k in range(i, j + 1 if j >= i else j + 8)]
+    if not (start and end):
+        cli.fail(usage, ExitCode.USAGE)
+    return {"days": list(dict.fromkeys(days)), "start": start, "end": end}
 
 
 @scale_app.command("disable")
@@ -558,6 +571,14 @@ def scale_wake(ctx: typer.Context, endpoint: Annotated[str, typer.Argument(help=
     cli = _cli(ctx)
     reply = cli.call("POST", f"/endpoints/{endpoint}/wake")
     cli.show(reply, lambda r: render.record(r, title=f"waking {endpoint}"))
+
+
+@scale_app.command("park")
+def scale_park(ctx: typer.Context, endpoint: Annotated[str, typer.Argument(help="endpoint name")]) -> None:
+    """Park a classic endpoint now: record it exactly, then delete it (POST /endpoints/{name}/park)."""
+    cli = _cli(ctx)
+    reply = cli.call("POST", f"/endpoints/{endpoint}/park")
+    cli.show(reply, lambda r: render.record(r, title=f"parking {endpoint}"))
 
 
 @scale_app.command("status")

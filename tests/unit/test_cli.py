@@ -123,7 +123,7 @@ def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
 def test_scale_enable_sends_the_policy_signed_and_prints_the_reply(fake: FakeApi) -> None:
     reply = {"endpoint": "chat", "kind": "inference_components", "idle_minutes": 15, "status": "ENABLED"}
     fake.replies[("PUT", "/endpoints/chat/scale-to-zero")] = (200, reply)
-    schedule = "--schedule", "cron(0 8 ? * MON-FRI *)=on"
+    schedule = "--awake", "SAT-MON 08:00-18:00", "--timezone", "Europe/Paris"
     shown = run(
         "--api-url", fake.url, "scale", "enable", "chat", "--idle-minutes", "15", "--max-copies", "4", *schedule
     )
@@ -141,7 +141,7 @@ def test_scale_enable_sends_the_policy_signed_and_prints_the_reply(fake: FakeApi
     assert first.body == {
         "idle_minutes": 15,
         "max_copies": 4,
-        "schedule": [{"expression": "cron(0 8 ? * MON-FRI *)", "state": "on"}],
+        "schedule": {"days": ["SAT", "SUN", "MON"], "start": "08:00", "end": "18:00", "timezone": "Europe/Paris"},
     }
     assert json.loads(as_json.stdout) == reply
 
@@ -151,6 +151,7 @@ def test_scale_enable_sends_the_policy_signed_and_prints_the_reply(fake: FakeApi
     [
         (("scale", "disable", "chat"), "DELETE", "/v1/endpoints/chat/scale-to-zero", {}),
         (("scale", "wake", "chat"), "POST", "/v1/endpoints/chat/wake", {}),
+        (("scale", "park", "chat"), "POST", "/v1/endpoints/chat/park", {}),
         (("scale", "status", "chat"), "GET", "/v1/endpoints/chat", {}),
         (("cost", "--days", "7"), "GET", "/v1/reports/cost", {"days": ["7"]}),
         (("delivery", "list", "--group", "fraud"), "GET", "/v1/deliveries", {"group": ["fraud"]}),
@@ -198,12 +199,12 @@ def test_exit_codes_follow_the_outcome(fake: FakeApi) -> None:
 
 
 def test_bad_options_send_nothing(fake: FakeApi) -> None:
-    schedule = run("--api-url", fake.url, "scale", "enable", "chat", "--schedule", "cron(0 8 * * ? *)")
+    schedule = run("--api-url", fake.url, "scale", "enable", "chat", "--awake", "weekdays 8-18")
     no_model = run("--api-url", fake.url, "deploy", "--endpoint", "chat")
     size_alone = run("--api-url", fake.url, "plan", "-e", "chat", "-m", "v2", "--size", "20")
 
     assert schedule.exit_code == no_model.exit_code == size_alone.exit_code == ExitCode.USAGE
-    assert "EXPRESSION=on" in schedule.stderr
+    assert "DAYS HH:MM-HH:MM" in schedule.stderr
     assert "--model" in no_model.stderr and "--strategy" in size_alone.stderr
     assert fake.seen == []
 
