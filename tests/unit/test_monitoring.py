@@ -57,8 +57,7 @@ def test_the_dashboard_plots_metrics_the_code_emits(template: Template) -> None:
 
     assert {"OperationsStarted", "OperationsFinished", "OperationOutcomes", "Verdicts"} <= inferops_names
     assert aws_names <= _emitted_names()
-    # WakeDurationSeconds is emitted by scale to zero (another branch); everything else comes from this code
-    assert inferops_names - {"WakeDurationSeconds"} <= _emitted_names()
+    assert inferops_names <= _emitted_names()
     assert len(alarm_arns) == len(template.of_type("AWS::CloudWatch::Alarm"))
     assert len(body["widgets"]) == 9
 

@@ -5,6 +5,7 @@ and alarms in template.yaml read.
     OperationsFinished {Kind}           a flow recorded its outcome (started - finished = in flight)
     OperationOutcomes  {Kind, Status}   ... by outcome: SUCCEEDED, ROLLED_BACK, FAILED, ABORTED, REFUSED
     Verdicts           {Kind, Result}   the judge's verdicts: Pass, Marginal, Fail
+    WakeDurationSeconds {EndpointName}  a scale-to-zero wake: from the request (or alarm) to serving
 
 Powertools adds the `service` dimension (POWERTOOLS_SERVICE_NAME, `inferops` in the template) to each set.
 
@@ -45,3 +46,7 @@ def operation_finished(kind: str, status: str) -> None:
 
 def verdict(kind: str, result: str) -> None:
     emit("Verdicts", Kind=kind, Result=result)
+
+
+def wake_duration(endpoint: str, seconds: float) -> None:
+    emit("WakeDurationSeconds", seconds, "Seconds", EndpointName=endpoint)

@@ -38,7 +38,7 @@ import boto3
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from inferops import catalog, flow_steps, rollout
+from inferops import catalog, flow_steps, metrics, rollout
 from inferops.alarm_events import WAKE_ALARM_PREFIX
 from inferops.errors import Conflict, InvalidInput, NotFound
 from inferops.planner import PROVISION_SECONDS
@@ -949,6 +949,7 @@ def _served(state: FlowState, services: Services) -> FlowState:
         )
         settings = settings.model_copy(update={"last_wake": wake})
         reason = f"serving {seconds:g} s after the wake request ({state.trigger})"
+        metrics.wake_duration(state.endpoint_name, seconds)
         _timeline(services, state, "serving", reason, seconds=seconds)
     elif state.action == "enable":
         reason = "scale to zero enabled (inference components: managed instance scaling MinInstanceCount 0)"
@@ -996,6 +997,7 @@ def finish(state: FlowState, services: Services) -> FlowState:
     if not record.terminal:
         repo.transition(state.operation_id, outcome.status, result=result)
         _timeline(services, state, "finished", f"{outcome.status.value}: {outcome.reason}")
+        metrics.operation_finished(KIND, outcome.status.value)
     if state.action == "wake":
         with suppress(NotFound):
             repo.release_wake(state.endpoint_name, state.operation_id)
@@ -1118,6 +1120,7 @@ def _launch(
         field="name",
     )
     repo.append_timeline(record.id, "requested", f"{action} requested ({trigger})", {"execution": arn})
+    metrics.operation_started(KIND)
     return view(repo.get_operation(record.id))
 
 
