@@ -4,6 +4,7 @@ policy's stages, each a real deployment flow started through the API's own code.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from flowkit import ACCOUNT, TERMINAL, create_endpoint, serving_config, wait_for
@@ -77,25 +78,105 @@ def finished(twin: Twin, the_id: str) -> dict[str, Any]:
         status, reply = twin.api_request("GET", f"/deliveries/{the_id}")
         return status == 200 and reply["status"] in TERMINAL
 
-    wait_for(twin, done, step=60)
+    wait_for(twin, done, step=300)
     twin.clock.sleep(1)
     return delivery(twin, the_id)
 
 
-def test_approval_delivers_to_staging_then_production_once() -> None:
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_approval_delivers_through_a_freeze_and_an_approval_once_whatever_the_repeats() -> None:
+    """Approved (three times, one a redelivered copy) -> one delivery; deferred by the freeze; staging; the
+    production stage waits for a human; production."""
+    with Twin() as twin:
+        now = twin.clock.now()
+        freeze = {"kind": "once", "starts_at": _iso(now - 60), "ends_at": _iso(now + 7200), "reason": "launch"}
+        body = policy(freeze_windows=[freeze])
+        body["stages"][1]["approval"] = True
+        (arn,) = set_up(twin, body)
+        set_approval(twin, arn, "Approved")
+        set_approval(twin, arn, "Approved")  # SageMaker sends another event: still one delivery
+        twin.clock.sleep(1)
+        approved = [e for e in twin.bus.events if e.get("detail-type") == PACKAGE_EVENT][-1]
+        twin.bus.put_event(dict(approved))  # EventBridge delivers the same event twice
+        the_id = f"dlv-{GROUP}-1"
+        twin.clock.sleep(60)
+        deferred = delivery(twin, the_id)
+        wait_for(twin, lambda: delivery(twin, the_id)["waiting_for"] == "approval", step=600)
+        waiting = delivery(twin, the_id)
+        untouched = serving_config(twin, PRODUCTION)
+        status, approved_view = twin.api_request("POST", f"/deliveries/{the_id}/approve")
+        view = finished(twin, the_id)
+        staging, production = serving_config(twin, STAGING), serving_config(twin, PRODUCTION)
+        status_list, listed = twin.api_request("GET", "/deliveries", query={"group": GROUP})
+        announced = [e["detail"] for e in twin.bus.events if e.get("detail-type") == "InferOps Delivery Finished"]
+        executions = twin.client("stepfunctions").list_executions(
+            stateMachineArn=twin.template.physical("DeliveryStateMachine").ref
+        )["executions"]
+
+    assert (deferred["status"], deferred["waiting_for"]) == ("PAUSED", "freeze")
+    assert deferred["stages"][0]["status"] == "DEFERRED"
+    assert deferred["stages"][0]["deferred_until"] == freeze["ends_at"]
+    assert waiting["stages"][0]["status"] == "SUCCEEDED"
+    assert waiting["stages"][0]["started_at"] >= freeze["ends_at"]  # nothing started inside the freeze
+    assert waiting["stages"][1]["status"] == "WAITING_APPROVAL" and waiting["current_stage"] == "production"
+    assert untouched == ("InService", f"{PRODUCTION}-v1")  # production waited for the human
+    assert status == 202, approved_view
+    assert view["status"] == "SUCCEEDED", view
+    assert [s["status"] for s in view["stages"]] == ["SUCCEEDED", "SUCCEEDED"]
+    assert view["stages"][1]["approved_by"]
+    deployed = [s["operations"][0] for s in view["stages"]]
+    assert [d["kind"] for d in deployed] == ["deployment", "deployment"]
+    assert staging[0] == production[0] == "InService"
+    assert staging[1] != f"{STAGING}-v1" and production[1] != f"{PRODUCTION}-v1"
+    assert status_list == 200 and [d["id"] for d in listed["deliveries"]] == [the_id]
+    assert len(executions) == 1
+    assert len(announced) == 1 and announced[0]["status"] == "SUCCEEDED"
+
+
+def test_a_failure_in_staging_stops_before_production() -> None:
     with Twin() as twin:
         (arn,) = set_up(twin, policy())
+        staging_stage = Stage.model_validate(policy()["stages"][0])
+        twin.sagemaker.set_model_health(new_config_name(staging_stage.deployment_request(arn)), healthy=False)
         set_approval(twin, arn, "Approved")
-        set_approval(twin, arn, "Approved")  # no change: SageMaker sends nothing
         twin.clock.sleep(1)
         view = finished(twin, f"dlv-{GROUP}-1")
         staging, production = serving_config(twin, STAGING), serving_config(twin, PRODUCTION)
-        announced = [e["detail"] for e in twin.bus.events if e.get("detail-type") == "InferOps Delivery Finished"]
-        package_events = [e for e in twin.bus.events if e.get("detail-type") == PACKAGE_EVENT]
 
-    assert view["status"] == "SUCCEEDED", view
-    assert [s["status"] for s in view["stages"]] == ["SUCCEEDED", "SUCCEEDED"]
-    assert staging[0] == production[0] == "InService"
-    assert staging[1] == view["stages"][0]["operations"][0]["id"] or staging[1] != f"{STAGING}-v1"
-    assert len(announced) == 1 and announced[0]["status"] == "SUCCEEDED"
-    assert [e["detail"]["ModelApprovalStatus"] for e in package_events] == ["PendingManualApproval", "Approved"]
+    assert view["status"] == "FAILED", view
+    assert view["failed_stage"] == "staging"
+    assert [s["status"] for s in view["stages"]] == ["FAILED", "PENDING"]
+    assert "health check" in view["reason"] and "not delivered to production" in view["reason"]
+    assert view["stages"][0]["operations"][0]["status"] == "FAILED"
+    assert view["diagnosis"] and view["stages"][0]["diagnosis"]  # the deployment's diagnosis, carried up
+    assert staging == ("InService", f"{STAGING}-v1") and production == ("InService", f"{PRODUCTION}-v1")
+
+
+def test_a_newer_approval_supersedes_a_waiting_one_and_a_rejection_cancels() -> None:
+    """Inside a freeze nothing deploys: v1 waits, v2's approval supersedes it, v2's rejection cancels v2."""
+    with Twin() as twin:
+        now = twin.clock.now()
+        freeze = {"kind": "once", "starts_at": _iso(now - 60), "ends_at": _iso(now + 86400)}
+        first, second = set_up(twin, policy(freeze_windows=[freeze]), versions=2)
+        set_approval(twin, first, "Approved")
+        twin.clock.sleep(60)
+        v1_waiting = delivery(twin, f"dlv-{GROUP}-1")
+        set_approval(twin, second, "Approved")
+        twin.clock.sleep(60)
+        v1, v2_waiting = delivery(twin, f"dlv-{GROUP}-1"), delivery(twin, f"dlv-{GROUP}-2")
+        set_approval(twin, second, "Rejected")
+        twin.clock.sleep(60)
+        v2 = delivery(twin, f"dlv-{GROUP}-2")
+        staging, production = serving_config(twin, STAGING), serving_config(twin, PRODUCTION)
+        status, again = twin.api_request("POST", f"/deliveries/dlv-{GROUP}-2/cancel", body={})
+
+    assert v1_waiting["waiting_for"] == "freeze"
+    assert v1["status"] == "ABORTED" and "superseded by version 2" in v1["reason"]
+    assert v2_waiting["status"] == "PAUSED" and v2_waiting["waiting_for"] == "freeze"
+    assert v2["status"] == "ABORTED" and "rejected" in v2["reason"]
+    assert [s["status"] for s in v2["stages"]] == ["CANCELLED", "PENDING"]
+    assert staging == ("InService", f"{STAGING}-v1") and production == ("InService", f"{PRODUCTION}-v1")
+    assert status == 409, again
