@@ -278,7 +278,9 @@ def advance(state: DeliveryState, services: Services) -> DeliveryState:
         save(state, repo)
         return state
     _set_status(repo, state.delivery_id, OperationStatus.RUNNING)
-    return state.model_copy(update={"next": "start"})
+    state = state.model_copy(update={"next": "start"})
+    save(state, repo)
+    return state
 
 
 def _stopped(state: DeliveryState, services: Services, reason: str) -> DeliveryState:
