@@ -397,7 +397,7 @@ def scenario_registry() -> None:
         )["ModelPackageArn"]
         freeze_end = datetime.fromtimestamp(twin.clock.now() + 1800).astimezone()
         deployment = {"termination_wait_seconds": 300, "create_recommended_alarms": True}
-        policy = {
+        policy: dict[str, Any] = {
             "stages": [
                 {
                     "name": "staging",
