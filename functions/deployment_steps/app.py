@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from aws_lambda_powertools import Logger
 from botocore.config import Config
-from pydantic import BaseModel, ValidationError
 
-from inferops.errors import first_problem
+from inferops.handlers import run_step
 from inferops.rollout import STEPS, TOKEN_STEPS, DeploymentFailed, FlowState, Services
 from inferops.storage import Repository
 
@@ -25,12 +24,6 @@ if TYPE_CHECKING:
 logger = Logger()
 # One attempt per call: the state machine retries with backoff and jitter, visibly, on the flow's clock.
 _SDK = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=20)
-
-
-class StepCall(BaseModel):
-    action: str
-    state: dict[str, Any]
-    token: str | None = None
 
 
 @cache
@@ -44,26 +37,15 @@ def _services() -> Services:
     )
 
 
-def _parse(event: dict[str, Any]) -> tuple[StepCall, FlowState]:
-    try:
-        call = StepCall.model_validate(event)
-        return call, FlowState.model_validate(call.state)
-    except ValidationError as error:
-        field, message = first_problem(error)
-        raise DeploymentFailed(f"invalid flow state: {field}: {message}") from error
-
-
 @logger.inject_lambda_context(correlation_id_path="state.operation_id")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    call, state = _parse(event)
-    logger.append_keys(action=call.action, endpoint=state.request.endpoint_name)
-    if call.action in TOKEN_STEPS:
-        if not call.token:
-            raise DeploymentFailed(f"step {call.action} needs the task token")
-        result = TOKEN_STEPS[call.action](state, _services(), call.token)
-    elif call.action in STEPS:
-        result = STEPS[call.action](state, _services())
-    else:
-        raise DeploymentFailed(f"unknown step {call.action!r}")
-    logger.info("step done", extra={"next": result.next})
-    return result.model_dump(mode="json")
+    return run_step(
+        event,
+        logger,
+        state=FlowState,
+        services=_services,
+        steps=STEPS,
+        token_steps=TOKEN_STEPS,
+        failure=DeploymentFailed,
+        keys=lambda state: {"endpoint": state.request.endpoint_name},
+    )

@@ -298,29 +298,22 @@ class _DeliveryDetail(BaseModel):
 
 
 def normalize_inferops_event(event: dict[str, Any]) -> ChildFinished:
-    """InferOps' own Finished events: a child of a stage (deployment, shadow test) or a delivery."""
+    """InferOps' own Finished events: of a stage's child (deployment, shadow test), or of a delivery (its group
+    stands in the endpoint's place)."""
     kind = str(event.get("detail-type", ""))
+    if kind != EVENT_DETAIL_TYPE and kind not in CHILD_FINISHED:
+        raise InvalidInput(f"detail-type {kind!r} is not an InferOps Finished event", "detail-type")
     try:
         if kind == EVENT_DETAIL_TYPE:
-            d = _DeliveryDetail.model_validate(event.get("detail"))
-            return ChildFinished(
-                event_id=str(event.get("id", "")),
-                kind=kind,
-                operation_id=d.deliveryId,
-                endpoint_name=d.modelPackageGroupName,
-                status=d.status,
-            )
-        if kind not in CHILD_FINISHED:
-            raise InvalidInput(f"detail-type {kind!r} is not an InferOps Finished event", "detail-type")
-        c = _FinishedDetail.model_validate(event.get("detail"))
+            ended = _DeliveryDetail.model_validate(event.get("detail"))
+            operation_id, endpoint, status = ended.deliveryId, ended.modelPackageGroupName, ended.status
+        else:
+            child = _FinishedDetail.model_validate(event.get("detail"))
+            operation_id, endpoint, status = child.operationId, child.endpointName, child.status
     except ValidationError as error:
         raise invalid(error, f"not an {kind} event", "detail") from error
     return ChildFinished(
-        event_id=str(event.get("id", "")),
-        kind=kind,
-        operation_id=c.operationId,
-        endpoint_name=c.endpointName,
-        status=c.status,
+        event_id=str(event.get("id", "")), kind=kind, operation_id=operation_id, endpoint_name=endpoint, status=status
     )
 
 
