@@ -367,8 +367,14 @@ def test_approvals_record_one_delivery_per_version_queue_and_supersede(
     }
     launched = deliveries.on_inferops_event(deliveries.normalize_inferops_event(finished), services)
     assert launched == {"action": "launch", "started": "dlv-fraud-scorer-4"}
+    repo.transition("dlv-fraud-scorer-2", S.RUNNING)
+    repo.transition("dlv-fraud-scorer-2", S.SUCCEEDED)
+    repo.transition("dlv-fraud-scorer-4", S.ABORTED)
+    repo.tick[0] += 60  # type: ignore[attr-defined]
+    older = deliveries.on_package_change(approved.model_copy(update={"version": 0}), services)
+    assert older["action"] == "superseded"  # version 2 was delivered: an older approval never rolls back
     page = deliveries.list_page(repo, GROUP, status=None, limit=2, next_token=None)
-    assert [d.version for d in page.deliveries] == [1, 4] and page.next_token
+    assert [d.version for d in page.deliveries] == [0, 1] and page.next_token
 
 
 def test_a_rejection_stops_a_delivery_before_production_only(repo: Repository, services: Services) -> None:

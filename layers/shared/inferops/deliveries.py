@@ -162,7 +162,8 @@ def _approved(change: PackageChange, clients: Services) -> dict[str, Any]:
     except Conflict:
         return {"action": "duplicate", "delivery": the_id}
     repo.append_timeline(the_id, "approved", f"version {change.version} approved in the model registry")
-    newer = [r for r in _live(repo, change.group) if r.id != the_id and _version(r) > change.version]
+    delivered, _ = repo.page_operations(change.group, kind=KIND, status=_S.SUCCEEDED, limit=1)
+    newer = [r for r in [*_live(repo, change.group), *delivered] if r.id != the_id and _version(r) > change.version]
     if newer:
         reason = f"superseded by version {_version(newer[0])} ({newer[0].id}), approved earlier"
         repo.transition(the_id, _S.ABORTED, result={"status": "ABORTED", "reason": reason})
