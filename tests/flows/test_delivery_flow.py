@@ -4,6 +4,7 @@ policy's stages, each a real deployment flow started through the API's own code.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,6 +173,12 @@ def test_a_newer_approval_supersedes_a_waiting_one_and_a_rejection_cancels() -> 
         v2 = delivery(twin, f"dlv-{GROUP}-2")
         staging, production = serving_config(twin, STAGING), serving_config(twin, PRODUCTION)
         status, again = twin.api_request("POST", f"/deliveries/dlv-{GROUP}-2/cancel", body={})
+        malformed = dict([e for e in twin.bus.events if e.get("detail-type") == PACKAGE_EVENT][-1])
+        malformed["detail"] = {k: v for k, v in malformed["detail"].items() if k != "ModelPackageVersion"}
+        twin.bus.put_event(malformed)
+        twin.clock.sleep(300)  # Lambda retries the refused event twice, then sends it to the OnFailure queue
+        failures = twin.template.queues["DeliveryEventsFailures"].url
+        letters = twin.client("sqs").receive_message(QueueUrl=failures, MaxNumberOfMessages=10).get("Messages", [])
 
     assert v1_waiting["waiting_for"] == "freeze"
     assert v1["status"] == "ABORTED" and "superseded by version 2" in v1["reason"]
@@ -180,3 +187,7 @@ def test_a_newer_approval_supersedes_a_waiting_one_and_a_rejection_cancels() -> 
     assert [s["status"] for s in v2["stages"]] == ["CANCELLED", "PENDING"]
     assert staging == ("InService", f"{STAGING}-v1") and production == ("InService", f"{PRODUCTION}-v1")
     assert status == 409, again
+    assert len(letters) == 1
+    letter = json.loads(letters[0]["Body"])
+    assert letter["requestPayload"]["id"] == malformed["id"] and letter["requestContext"]["approximateInvokeCount"] == 3
+    assert "detail.ModelPackageVersion" in letter["responsePayload"]["errorMessage"]  # the reason
