@@ -22,8 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "flows"))
+sys.path.insert(0, str(ROOT / "layers" / "shared"))
 
-from test_delivery_flow import GROUP, finished, policy, set_approval, set_up  # noqa: E402
+from flowkit import TERMINAL  # noqa: E402
+from test_delivery_flow import GROUP, delivery, policy, set_approval, set_up  # noqa: E402
 
 from twin.runtime import Twin  # noqa: E402
 
@@ -43,7 +45,11 @@ def run(freeze_hours: float) -> tuple[int, float, float, str]:
         (arn,) = set_up(twin, policy(freeze_windows=[window]))
         approved_at = twin.clock.now()
         set_approval(twin, arn, "Approved")
-        view = finished(twin, f"dlv-{GROUP}-1")
+        twin.clock.sleep(5)  # the event reaches the handler
+        the_id = f"dlv-{GROUP}-1"
+        twin.wait_for(lambda: delivery(twin, the_id)["status"] in TERMINAL, 1800, (freeze_hours + 12) * 3600)
+        twin.clock.sleep(1)
+        view = delivery(twin, the_id)
         ended = datetime.fromisoformat(view["updated_at"].replace("Z", "+00:00")).timestamp()
         history = twin.history(str(view["execution_arn"]))
     transitions = sum(1 for e in history if str(e.get("type", "")).endswith("StateEntered"))
