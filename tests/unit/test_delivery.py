@@ -204,6 +204,15 @@ def test_approval_parks_a_token_under_the_delivery_and_the_approval_starts_the_s
     assert expired.outcome is not None and "no approval within 2 h" in expired.outcome.reason
 
 
+def test_a_delivery_about_to_wait_gives_way_to_a_newer_queued_version(repo: Repository, services: Services) -> None:
+    state = delivery.begin(recorded(repo, policy(stage_extra={1: {"approval": True}})), services)
+    state = state.model_copy(update={"stage": 1})  # staging done: production waits for a human
+    recorded(repo, policy(), version=3)  # approved meanwhile, queued behind this delivery
+    ended = delivery.advance(state, services)
+    assert ended.outcome is not None and ended.outcome.status is S.ABORTED
+    assert "superseded by version 3" in ended.outcome.reason and ended.stages[1].status == "CANCELLED"
+
+
 def test_a_freeze_window_defers_the_stage_until_it_lifts(repo: Repository, services: Services) -> None:
     monday_10 = {"kind": "weekly", "days": ["MON"], "start": "08:00", "end": "10:00"}
     state = delivery.advance(delivery.begin(recorded(repo, policy(freeze_windows=[monday_10])), services), services)

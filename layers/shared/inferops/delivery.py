@@ -254,6 +254,11 @@ def advance(state: DeliveryState, services: Services) -> DeliveryState:
         run = run.model_copy(update={"approved_by": str(resumed["approved_by"]), "status": "PENDING"})
         _timeline(services, state, "approved", f"stage {run.name} approved by {run.approved_by}")
     state = _with_stage(state, run, hold=None, resumed=None)
+    until = frozen_until(list(state.policy.freeze_windows), datetime.fromtimestamp(now, UTC))
+    if (spec.approval and run.approved_by is None) or until is not None:
+        newer = _newer_queued(state, repo)
+        if newer is not None:  # a waiting delivery gives way to a newer approved version queued behind it
+            return _stopped(state, services, f"superseded by version {newer}, approved while this one waited")
     if spec.approval and run.approved_by is None:
         seconds = math.ceil(state.policy.approval_timeout_hours * 3600)
         hold = Hold(kind="approval", seconds=seconds, until=now + seconds)
@@ -267,7 +272,6 @@ def advance(state: DeliveryState, services: Services) -> DeliveryState:
         )
         save(state, repo)
         return state
-    until = frozen_until(list(state.policy.freeze_windows), datetime.fromtimestamp(now, UTC))
     if until is not None:
         lifts = until.timestamp()
         hold = Hold(kind="freeze", seconds=max(1, math.ceil(lifts - now)), until=lifts)
@@ -290,6 +294,14 @@ def _stopped(state: DeliveryState, services: Services, reason: str) -> DeliveryS
             run = run.model_copy(update={"status": "CANCELLED", "ended_at": _now(services), "reason": reason})
             state = _with_stage(state, run)
     return _end(state, OperationStatus.ABORTED, reason)
+
+
+def _newer_queued(state: DeliveryState, repo: Repository) -> int | None:
+    """The newest version of the group queued (approved, not started) after this one, if any."""
+    queued, _ = repo.page_operations(state.group, kind=KIND, status=OperationStatus.PENDING, limit=20)
+    versions = [int(r.request.get("version") or 0) for r in queued if r.execution_arn is None]
+    newer = [v for v in versions if v > state.version]
+    return max(newer) if newer else None
 
 
 def next_child(state: DeliveryState) -> ChildKind:
