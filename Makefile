@@ -95,6 +95,7 @@ bench: venv ## Benchmarks: print figures and ratios
 	$(PY) tests/perf/bench_async_results.py
 	$(PY) tests/perf/bench_shadow.py
 	$(PY) tests/perf/bench_scaling.py
+	$(PY) tests/perf/bench_delivery.py
 
 catalog: venv ## Regenerate the instance & accelerator catalog
 	$(PY) scripts/build_catalog.py

@@ -157,11 +157,12 @@ def copies(twin: Twin, component: str) -> int:
 class Timeline:
     """Prints what SageMaker and CloudWatch report, in virtual time from the scenario's start."""
 
-    def __init__(self, twin: Twin) -> None:
+    def __init__(self, twin: Twin, *, watch: bool = True) -> None:
         self.twin = twin
         self.start = twin.clock.now()
         self._last: dict[str, str] = {}
-        twin.bus.subscribe({"source": ["aws.sagemaker", "aws.cloudwatch"]}, self.on_event, name="demo-timeline")
+        if watch:  # one endpoint's SageMaker and CloudWatch events
+            twin.bus.subscribe({"source": ["aws.sagemaker", "aws.cloudwatch"]}, self.on_event, name="demo-timeline")
 
     def say(self, who: str, text: str, at: float | None = None) -> None:
         seconds = int((self.twin.clock.now() if at is None else at) - self.start)
@@ -379,6 +380,142 @@ def scenario_shadow() -> None:
         timeline.say("InferOps", f"[{colour}]{view['status']}[/{colour}]: {view['result']['reason']}")
         variants = twin.client("sagemaker").describe_endpoint(EndpointName=ENDPOINT)["ProductionVariants"]
         timeline.say("SageMaker", "serving: " + ", ".join(v["VariantName"] for v in variants))
+
+
+# ---------------------------------------------------------------- registry-driven delivery
+STAGING = f"{ENDPOINT}-staging"
+
+
+def scenario_registry() -> None:
+    console.rule("[bold]Model registry approval -> staging -> (freeze, human approval) -> production, by policy")
+    with Twin(parameters=QUIET) as twin:
+        timeline = Timeline(twin, watch=False)
+        sagemaker = twin.client("sagemaker")
+        twin.bus.subscribe(
+            {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"]},
+            lambda e: timeline.say(
+                "Registry",
+                f"{e['detail']['ModelPackageGroupName']} v{e['detail']['ModelPackageVersion']}: "
+                f"{e['detail']['ModelApprovalStatus']} (EventBridge)",
+            ),
+            name="demo-registry",
+        )
+        create_model(twin, "fraud-v1")
+        for name, count in ((STAGING, 2), (ENDPOINT, 4)):
+            sagemaker.create_endpoint_config(
+                EndpointConfigName=f"{name}-v1",
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": "fraud-v1",
+                        "InitialInstanceCount": count,
+                        "InstanceType": "ml.g5.xlarge",
+                    }
+                ],
+            )
+            sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-v1")
+            twin.cloudwatch.set_load_profile(name, LoadProfile(requests_per_minute=600 * count))
+        wait_for(
+            twin,
+            lambda: all(
+                sagemaker.describe_endpoint(EndpointName=n)["EndpointStatus"] == "InService"
+                for n in (STAGING, ENDPOINT)
+            ),
+        )
+        sagemaker.create_model_package_group(ModelPackageGroupName=ENDPOINT)
+        arn = sagemaker.create_model_package(
+            ModelPackageGroupName=ENDPOINT,
+            ModelApprovalStatus="PendingManualApproval",
+            InferenceSpecification={
+                "Containers": [
+                    {
+                        "Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/fraud:v2",
+                        "ModelDataUrl": "s3://models/fraud/v2.tar.gz",
+                    }
+                ],
+                "SupportedContentTypes": ["text/csv"],
+                "SupportedResponseMIMETypes": ["text/csv"],
+            },
+        )["ModelPackageArn"]
+        freeze_end = datetime.fromtimestamp(twin.clock.now() + 1800).astimezone()
+        deployment = {"termination_wait_seconds": 300, "create_recommended_alarms": True}
+        policy: dict[str, Any] = {
+            "stages": [
+                {
+                    "name": "staging",
+                    "endpoint_name": STAGING,
+                    "deployment": {
+                        **deployment,
+                        "strategy": {"type": "canary", "size": {"value": 50}, "bake_seconds": 600},
+                    },
+                },
+                {
+                    "name": "production",
+                    "endpoint_name": ENDPOINT,
+                    "approval": True,
+                    "deployment": {
+                        **deployment,
+                        "strategy": {"type": "linear", "step": {"value": 25}, "bake_seconds": 300},
+                    },
+                },
+            ],
+            "freeze_windows": [
+                {
+                    "kind": "once",
+                    "starts_at": datetime.fromtimestamp(twin.clock.now() - 60).astimezone().isoformat(),
+                    "ends_at": freeze_end.isoformat(),
+                    "reason": "release freeze",
+                }
+            ],
+        }
+        refused = {
+            **policy,
+            "stages": [{**policy["stages"][0], "deployment": {"strategy": {"type": "canary", "size": {"value": 80}}}}],
+        }
+        status, reply = twin.api_request("PUT", f"/delivery-policies/{ENDPOINT}", body=refused)
+        timeline.say("operator", f"PUT /delivery-policies/{ENDPOINT} with a 80 % canary -> [red]HTTP {status}[/red]")
+        for v in reply.get("violations", [])[:2]:
+            console.print(f"  [yellow]{v['field']}[/yellow]: {v['message']}")
+        status, reply = twin.api_request("PUT", f"/delivery-policies/{ENDPOINT}", body=policy)
+        timeline.say(
+            "operator",
+            f"PUT /delivery-policies/{ENDPOINT}: staging canary 50 %, then production linear "
+            f"25 % after a human approves; frozen for 30 min -> HTTP {status}",
+        )
+        timeline.say("data team", "approves version 1 in the model registry (twice: SageMaker sends two events)")
+        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+        the_id = f"dlv-{ENDPOINT}-1"
+        shown: set[int] = set()
+        approved = False
+        while True:
+            twin.clock.sleep(300)  # each poll is a real API invocation
+            _, view = twin.api_request("GET", f"/deliveries/{the_id}")
+            for entry in view["timeline"]:
+                if entry["seq"] not in shown and entry["kind"] not in ("heartbeat", "finished"):
+                    at = datetime.fromisoformat(entry["at"].replace("Z", "+00:00")).timestamp()
+                    timeline.say("InferOps", entry["message"][:150], at=at)
+                shown.add(entry["seq"])
+            if view["waiting_for"] == "approval" and not approved:
+                approved = True
+                staging = view["stages"][0]["operations"][0]
+                timeline.say(
+                    "operator", f"staging {staging['id']} {staging['status']}; POST /deliveries/{the_id}/approve"
+                )
+                twin.api_request("POST", f"/deliveries/{the_id}/approve")
+            if view["status"] in ("SUCCEEDED", "FAILED", "ABORTED"):
+                break
+        _, page = twin.api_request("GET", "/deliveries", query={"group": ENDPOINT})
+        colour = "green" if view["status"] == "SUCCEEDED" else "red"
+        timeline.say(
+            "InferOps",
+            f"[{colour}]{view['status']}[/{colour}]: {view['reason']} "
+            f"({len(page['deliveries'])} delivery for 2 approval events)",
+        )
+        for stage in view["stages"]:
+            timeline.say(
+                "InferOps", f"  {stage['name']}: {stage['status']} {stage['started_at']} -> {stage['ended_at']}"
+            )
 
 
 # ---------------------------------------------------------------- async inference results
@@ -617,6 +754,7 @@ SCENARIOS: dict[str, Callable[[], None]] = {
     "rollback": scenario_rollback,
     "managed": scenario_managed,
     "shadow": scenario_shadow,
+    "registry": scenario_registry,
     "async": scenario_async,
     "scale-to-zero": scenario_scale_to_zero,
 }

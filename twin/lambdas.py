@@ -306,6 +306,8 @@ class LambdaRuntime:
         self._shimmed: dict[str, list[tuple[str, object]]] = {}
         self._modules_seen = 0
         self._installed = False
+        self.on_failure: Callable[[FunctionSpec, Invocation, int], None] | None = None
+        """Called when an async invocation failed its last attempt (the twin sends the OnFailure record)."""
 
     # -------------------------------------------------------------- lifecycle
     def install(self) -> None:
@@ -477,7 +479,8 @@ class LambdaRuntime:
 
     def invoke_async(self, function: str, event: Any, *, source: str, delay: float = 0.0) -> None:
         """An asynchronous (Event) invocation: queued on the clock, run in its own thread, retried on error
-        after ~1 and ~2 minutes (the function's EventInvokeConfig MaximumRetryAttempts, default 2)."""
+        after ~1 and ~2 minutes (the function's EventInvokeConfig MaximumRetryAttempts, default 2); then
+        `on_failure` (its OnFailure destination)."""
         logical_id = self.logical_id(function)
         retries = self.functions[logical_id].async_retries
 
@@ -486,6 +489,8 @@ class LambdaRuntime:
             if record.error is not None and number < retries:
                 wait = ASYNC_RETRY_DELAYS[min(number, len(ASYNC_RETRY_DELAYS) - 1)]
                 self.clock.call_later(wait, lambda: _spawn(number + 1), name=f"retry {logical_id}")
+            elif record.error is not None and self.on_failure is not None:
+                self.on_failure(self.functions[logical_id], record, number + 1)
 
         def _spawn(number: int) -> None:
             ActivityThread(

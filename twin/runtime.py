@@ -39,12 +39,12 @@ from typing import Any, ClassVar
 
 import boto3
 
-from twin.bus import ACCOUNT, REGION, Bus, Rule, RuleTarget, envelope
+from twin.bus import ACCOUNT, REGION, Bus, Rule, RuleTarget, envelope, format_event_time
 from twin.clock import DEFAULT_START, ActivityThread, VirtualClock, set_time_source
 from twin.faults import Faults
-from twin.lambdas import ROOT, FunctionError, LambdaRuntime, MotoLambdaBridge, Patches
+from twin.lambdas import ROOT, FunctionError, Invocation, LambdaRuntime, MotoLambdaBridge, Patches
 from twin.stepfunctions import StepFunctionsOnClock, stop_running_executions, virtual_duration
-from twin.template import EventSourceSpec, ScheduleSpec, TargetSpec, Template
+from twin.template import EventSourceSpec, FunctionSpec, ScheduleSpec, TargetSpec, Template
 
 DEFAULT_TEMPLATE = ROOT / "template.yaml"
 FAKE_ENV = {
@@ -487,6 +487,7 @@ class Twin:
         self._with_schedules = schedules
         self._with_simulators = simulators
         self._bridge = MotoLambdaBridge(self.lambdas)
+        self.lambdas.on_failure = self._async_failed
         self._patches = Patches()
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
@@ -636,6 +637,31 @@ class Twin:
         return {"EventId": self.bus.put_event(event, bus_name=bus_name)}
 
     # -------------------------------------------------------------- resources
+    def _async_failed(self, spec: FunctionSpec, record: Invocation, attempts: int) -> None:
+        """Lambda's OnFailure destination for an async invocation out of retries: an SQS queue gets the
+        invocation record (request payload, the function's error), as Lambda sends it."""
+        if spec.on_failure is None:
+            return
+        found = self.template.by_arn(spec.on_failure)
+        if found is None or found[0] != "sqs":
+            self.warnings.append(f"{spec.logical_id}: OnFailure destination {spec.on_failure} is not an SQS queue")
+            return
+        body = {
+            "version": "1.0",
+            "timestamp": format_event_time(self.clock.utcnow()),
+            "requestContext": {
+                "requestId": record.request_id,
+                "functionArn": f"{spec.arn}:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": attempts,
+            },
+            "requestPayload": record.event,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": record.payload,
+        }
+        queue = self.template.queues[found[1]].url
+        self.client("sqs").send_message(QueueUrl=queue, MessageBody=json.dumps(body, default=str))
+
     def client(self, service: str) -> Any:
         """A boto3 client bound to the twin (moto), cached per service."""
         with self._clients_lock:

@@ -6,7 +6,8 @@ validates its input against botocore's model and its output against the output s
 realistic, deterministic times to create by instance type, UpdateEndpoint runs SageMaker's deployment
 guardrails phase by phase with alarm-driven auto-rollback, inference components and experiments have
 their lifecycles, async endpoints write S3 results and SNS notifications, and every endpoint status change
-is sent to the event sink as SageMaker's EventBridge events. The parts live in twin/sagemaker_*.py.
+(and model package approval change) is sent to the event sink as SageMaker's EventBridge events. The parts
+live in twin/sagemaker_*.py.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from twin.sagemaker_components import (
 from twin.sagemaker_deploy import VARIANT_DIMENSION
 from twin.sagemaker_diagnostics import DiagnosticsMixin
 from twin.sagemaker_experiments import ExperimentsMixin
+from twin.sagemaker_registry import RegistryMixin
 
 __all__ = ["AsyncBacklog", "EventSink", "SageMakerSimulator", "ServingVariant"]
 
@@ -91,7 +93,7 @@ def _catalog_instance_type(config: FakeEndpointConfig, instance_type: str) -> No
     check_instance_type(instance_type, "instanceType")
 
 
-class SageMakerSimulator(DiagnosticsMixin, ExperimentsMixin, ComponentsMixin, AsyncMixin):
+class SageMakerSimulator(DiagnosticsMixin, ExperimentsMixin, ComponentsMixin, AsyncMixin, RegistryMixin):
     """SageMaker for the local twin. Create it with the twin's clock and event sink, then `install()`."""
 
     _autoscaling: tuple[Any, Any] | None = None  # Application Auto Scaling's originals while installed
@@ -143,6 +145,8 @@ class SageMakerSimulator(DiagnosticsMixin, ExperimentsMixin, ComponentsMixin, As
             self._faulty(SageMakerRuntimeResponse.call_action, "application/json"),
         )
         self._patch(FakeEndpointConfig, "validate_instance_type", _catalog_instance_type)
+        for name, handler in self.registry_handlers().items():
+            self._patch(SageMakerResponse, name, handler)
         self._autoscaling = patch_autoscaling(extended_dimensions())
         _installed = self
 

@@ -96,6 +96,7 @@ class FunctionSpec:
     role_name: str
     async_retries: int = 2
     architectures: list[str] = field(default_factory=lambda: ["x86_64"])
+    on_failure: str | None = None  # EventInvokeConfig's OnFailure destination ARN (async invocations)
 
 
 @dataclass
@@ -817,6 +818,7 @@ class Template:
             role_arn=str(role_arn),
             role_name=str(role_arn).rsplit("/", 1)[-1],
             async_retries=int(invoke_config.get("MaximumRetryAttempts", 2)),
+            on_failure=_on_failure(self.resolve(invoke_config.get("DestinationConfig"))),
             architectures=list(props.get("Architectures") or ["x86_64"]),
         )
         for event_name, event in events.items():
@@ -1058,3 +1060,10 @@ def _merge_globals(defaults: Mapping[str, Any], props: Mapping[str, Any]) -> dic
 
 def _is_intrinsic(value: Mapping[str, Any]) -> bool:
     return (len(value) == 1 and next(iter(value)) in ("Ref", "Condition")) or next(iter(value), "").startswith("Fn::")
+
+
+def _on_failure(destinations: Any) -> str | None:
+    """SAM's EventInvokeConfig DestinationConfig: the OnFailure destination's ARN, if any."""
+    target = (destinations or {}).get("OnFailure") or {} if isinstance(destinations, dict) else {}
+    destination = target.get("Destination")
+    return str(destination) if destination else None

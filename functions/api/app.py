@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import async_routes  # type: ignore[import-not-found]  # functions/api/async_routes.py (Lambda: same folder)
 import boto3
+import delivery_routes  # type: ignore[import-not-found]  # functions/api/delivery_routes.py (same folder)
 import diagnosis_routes  # type: ignore[import-not-found]  # functions/api/diagnosis_routes.py (same folder)
 import scaling_routes  # type: ignore[import-not-found]  # functions/api/scaling_routes.py (same folder)
 import shadow_routes  # type: ignore[import-not-found]  # functions/api/shadow_routes.py (same folder)
@@ -49,6 +50,7 @@ app.include_router(async_routes.router)
 app.include_router(diagnosis_routes.router)
 app.include_router(shadow_routes.router)
 app.include_router(scaling_routes.router)
+app.include_router(delivery_routes.router)
 
 
 @cache

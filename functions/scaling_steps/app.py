@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 
 from inferops import flow_steps
+from inferops.handlers import run_step
 from inferops.scaling import STEPS, TOKEN_STEPS, FlowState, ScalingFailed
 
 if TYPE_CHECKING:
@@ -21,8 +22,13 @@ logger = Logger()
 
 @logger.inject_lambda_context(correlation_id_path="state.operation_id")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    call, state = flow_steps.parse(event, FlowState, ScalingFailed)
-    logger.append_keys(action=call.action, endpoint=state.endpoint_name, scaling=state.action)
-    result = flow_steps.run(call, state, flow_steps.lambda_services(), STEPS, TOKEN_STEPS, ScalingFailed)
-    logger.info("step done", extra={"next": result.next})
-    return result.model_dump(mode="json")
+    return run_step(
+        event,
+        logger,
+        state=FlowState,
+        services=flow_steps.lambda_services,
+        steps=STEPS,
+        token_steps=TOKEN_STEPS,
+        failure=ScalingFailed,
+        keys=lambda state: {"endpoint": state.endpoint_name, "scaling": state.action},
+    )

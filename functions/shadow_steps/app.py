@@ -6,64 +6,29 @@ it. A state that does not parse is a `ShadowTestFailed` naming the field, never 
 
 from __future__ import annotations
 
-import os
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools import Logger
-from botocore.config import Config
-from pydantic import BaseModel, ValidationError
 
-from inferops.shadow import STEPS, TOKEN_STEPS, FlowState, Services, ShadowTestFailed
-from inferops.storage import Repository
+from inferops import flow_steps
+from inferops.handlers import run_step
+from inferops.shadow import STEPS, TOKEN_STEPS, FlowState, ShadowTestFailed
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
-# One attempt per call: the state machine retries with backoff and jitter, visibly, on the flow's clock.
-_SDK = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=20)
-
-
-class StepCall(BaseModel):
-    action: str
-    state: dict[str, Any]
-    token: str | None = None
-
-
-@cache
-def _services() -> Services:
-    return Services(
-        repo=Repository(os.environ["TABLE_NAME"]),
-        sagemaker=boto3.client("sagemaker", config=_SDK),
-        autoscaling=boto3.client("application-autoscaling", config=_SDK),
-        cloudwatch=boto3.client("cloudwatch", config=_SDK),
-        stepfunctions=boto3.client("stepfunctions", config=_SDK),
-    )
-
-
-def _parse(event: dict[str, Any]) -> tuple[StepCall, FlowState]:
-    try:
-        call = StepCall.model_validate(event)
-        return call, FlowState.model_validate(call.state)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ShadowTestFailed(f"invalid flow state: {field}: {first['msg']}") from error
 
 
 @logger.inject_lambda_context(correlation_id_path="state.operation_id")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    call, state = _parse(event)
-    logger.append_keys(action=call.action, endpoint=state.request.endpoint_name)
-    if call.action in TOKEN_STEPS:
-        if not call.token:
-            raise ShadowTestFailed(f"step {call.action} needs the task token")
-        result = TOKEN_STEPS[call.action](state, _services(), call.token)
-    elif call.action in STEPS:
-        result = STEPS[call.action](state, _services())
-    else:
-        raise ShadowTestFailed(f"unknown step {call.action!r}")
-    logger.info("step done", extra={"next": result.next})
-    return result.model_dump(mode="json")
+    return run_step(
+        event,
+        logger,
+        state=FlowState,
+        services=flow_steps.lambda_services,
+        steps=STEPS,
+        token_steps=TOKEN_STEPS,
+        failure=ShadowTestFailed,
+        keys=lambda state: {"endpoint": state.request.endpoint_name},
+    )

@@ -665,7 +665,14 @@ def test_concurrent_takes_resume_once(ddb_table: Repository, clock: FakeClock) -
 
 
 def test_wait_purposes_are_the_token_sort_keys(repo: Repository) -> None:
-    assert [str(p) for p in WaitPurpose] == ["endpoint-update", "bake", "approval", "shadow-watch"]
+    assert [str(p) for p in WaitPurpose] == [
+        "endpoint-update",
+        "bake",
+        "approval",
+        "shadow-watch",
+        "delivery-stage",
+        "delivery-hold",
+    ]
     repo.put_task_token("ep", WaitPurpose.BAKE, "tok-bake", "op-a", ttl_seconds=60)
     repo.put_task_token("ep", "approval", "tok-approval", "op-a", ttl_seconds=60)
 

@@ -1,23 +1,17 @@
-"""What every flow shares: starting its execution under the endpoint's lock, and what its steps Lambda does
-(parse the call, run one step, return the state).
-
-A flow module provides `STEPS` (state -> state) and `TOKEN_STEPS` (state, task token -> state), its `FlowState`
-model and its final error class; errors keep their class name, which the state machine routes on. A call that
-does not parse is that final error naming the field, never a stack trace.
-"""
+"""What the flows share outside their steps: the clients a steps Lambda makes once, and starting an execution
+under the endpoint's lock (the step runner itself is `inferops.handlers.run_step`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from inferops.errors import Conflict, first_problem
+from inferops.errors import Conflict
 from inferops.rollout import Services
 from inferops.storage import OperationRecord, OperationStatus, Repository
 
@@ -26,14 +20,6 @@ if TYPE_CHECKING:
 
 # One attempt per call: the state machine retries with backoff and jitter, visibly, on the flow's clock.
 SDK_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=20)
-
-S = TypeVar("S", bound=BaseModel)
-
-
-class StepCall(BaseModel):
-    action: str
-    state: dict[str, Any]
-    token: str | None = None
 
 
 @cache
@@ -46,32 +32,6 @@ def lambda_services() -> Services:
         cloudwatch=boto3.client("cloudwatch", config=SDK_CONFIG),
         stepfunctions=boto3.client("stepfunctions", config=SDK_CONFIG),
     )
-
-
-def parse(event: Mapping[str, Any], state_type: type[S], failure: type[Exception]) -> tuple[StepCall, S]:
-    try:
-        call = StepCall.model_validate(event)
-        return call, state_type.model_validate(call.state)
-    except ValidationError as error:
-        field, message = first_problem(error)
-        raise failure(f"invalid flow state: {field}: {message}") from error
-
-
-def run(
-    call: StepCall,
-    state: S,
-    services: Services,
-    steps: Mapping[str, Callable[[S, Services], S]],
-    token_steps: Mapping[str, Callable[[S, Services, str], S]],
-    failure: type[Exception],
-) -> S:
-    if call.action in token_steps:
-        if not call.token:
-            raise failure(f"step {call.action} needs the task token")
-        return token_steps[call.action](state, services, call.token)
-    if call.action in steps:
-        return steps[call.action](state, services)
-    raise failure(f"unknown step {call.action!r}")
 
 
 def start_execution(

@@ -51,13 +51,13 @@ from inferops.planner import (
     ResourceName,
     Violation,
 )
-from inferops.storage import OperationStatus, Repository, WaitPurpose
+from inferops.rollout import Services
+from inferops.storage import OperationStatus, WaitPurpose
 
 if TYPE_CHECKING:
     from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_sagemaker import SageMakerClient
-    from mypy_boto3_stepfunctions import SFNClient
 
 KIND = "shadow_test"
 EVENT_SOURCE = "inferops"
@@ -744,15 +744,6 @@ class FlowState(_State):
     failure_rounds: int = 0
     event: dict[str, Any] | None = None
     next: str = ""
-
-
-@dataclass(frozen=True)
-class Services:
-    repo: Repository
-    sagemaker: SageMakerClient
-    autoscaling: ApplicationAutoScalingClient
-    cloudwatch: CloudWatchClient
-    stepfunctions: SFNClient
 
 
 Step = Callable[[FlowState, Services], FlowState]

@@ -23,7 +23,11 @@ scale to zero   ``SCALE#<endpoint>``    ``SETTINGS``                    ``SCALIN
 wake alarm      ``WAKEALARM#<alarm>``   ``WAKE``                        -
 async result    ``ASYNC#<inference>``   ``RESULT``                      -
 async stats     ``ASYNCSTATS#<ep>``     ``<hour>#<message>.<try>``      -
+delivery policy ``POLICY#<group>``      ``POLICY``                      -
 ==============  ======================  ==============================  =================================
+
+A delivery (registry-driven, `inferops.delivery`) is an operation whose ``endpoint`` is its model package group:
+the group's deliveries are listed like an endpoint's operations; its lock is ``LOCK#group:<group>``.
 
 Alarm names may contain ``#`` (CloudWatch allows any printable character): harmless, because an alarm watch's
 ``pk`` is only ever matched whole, never by prefix.
@@ -44,6 +48,7 @@ Attributes besides the keys:
   replaced, see inferops.scaling), waking (operation id of the wake in flight, optional), wake_lease (N),
   updated_at. The gsi1 partition ``SCALING`` lists them for the scheduled sweep and the cost report.
 - wake alarm: alarm_name, endpoint (the scale-from-zero alarm InferOps created for that endpoint).
+- delivery policy: group, policy (map), updated_at, updated_by.
 - async result (one per inference id, SageMaker's async notification): inference_id, endpoint, status
   (COMPLETED | FAILED), invocation_status, completed_at, received_at, latency_seconds, input_location,
   output_location, failure_location, failure_reason, content_type, region, classification (map: category,
@@ -145,6 +150,10 @@ class WaitPurpose(StrEnum):
     APPROVAL = "approval"
     SHADOW_WATCH = "shadow-watch"
     """A shadow test between two analyses: the heartbeat ends the wait, a guard alarm or an operator fails it."""
+    DELIVERY_STAGE = "delivery-stage"
+    """A delivery waits for its stage's deployment or shadow test on this endpoint to end (its Finished event)."""
+    DELIVERY_HOLD = "delivery-hold"
+    """Keyed by delivery id: a stage waits for a human's approval or for a freeze window to end."""
 
 
 _S = OperationStatus
@@ -907,6 +916,44 @@ class Repository:
                 TableName=self.table_name,
                 Key={k: _string(v) for k, v in self._watch_key_attrs(name, operation_id).items()},
             )
+
+    # --- delivery policies ----------------------------------------------------------------------------
+
+    def put_delivery_policy(self, group: str, policy: Mapping[str, Any], *, by: str) -> dict[str, Any]:
+        """Store (or replace) a model package group's delivery policy; returns the stored record."""
+        _check_key_part(group, "group")
+        record = {
+            "group": group,
+            "policy": dict(policy),
+            "updated_at": format_timestamp(_datetime(self.now())),
+            "updated_by": by,
+        }
+        item = _serialize({"pk": f"POLICY#{group}", "sk": "POLICY", **record})
+        self.client.put_item(TableName=self.table_name, Item=item)
+        return record
+
+    def get_delivery_policy(self, group: str) -> dict[str, Any] | None:
+        """The stored record (group, policy, updated_at, updated_by), or None."""
+        _check_key_part(group, "group")
+        response = self.client.get_item(
+            TableName=self.table_name,
+            Key={"pk": _string(f"POLICY#{group}"), "sk": _string("POLICY")},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        return {k: v for k, v in _deserialize(item).items() if k not in ("pk", "sk")}
+
+    def delete_delivery_policy(self, group: str) -> bool:
+        """Remove the policy; False when there was none."""
+        _check_key_part(group, "group")
+        response = self.client.delete_item(
+            TableName=self.table_name,
+            Key={"pk": _string(f"POLICY#{group}"), "sk": _string("POLICY")},
+            ReturnValues="ALL_OLD",
+        )
+        return bool(response.get("Attributes"))
 
     # --- operation state ------------------------------------------------------------------------------
 
