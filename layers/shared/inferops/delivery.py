@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import boto3
 from pydantic import BaseModel, ConfigDict, Field
 
-from inferops import deployments, shadow_tests
+from inferops import deployments, metrics, shadow_tests
 from inferops.delivery_policy import DeliveryPolicy, frozen_until
 from inferops.errors import Conflict, InferOpsError, NotFound
 from inferops.rollout import KIND as DEPLOYMENT_KIND
@@ -233,6 +233,7 @@ def begin(state: DeliveryState, services: Services) -> DeliveryState:
     except Conflict as busy:
         raise DeliveryFailed(f"another delivery of {state.group} runs: {busy.message}") from busy
     _set_status(services.repo, state.delivery_id, OperationStatus.RUNNING)
+    metrics.operation_started(KIND)
     names = ", ".join(f"{s.name} ({s.endpoint_name})" for s in state.policy.stages)
     _timeline(services, state, "started", f"delivering version {state.version} of {state.group} to {names}")
     save(state, services.repo)
@@ -493,6 +494,7 @@ def finish(state: DeliveryState, services: Services) -> DeliveryState:
             result["diagnosis"] = failed[0].diagnosis
         repo.transition(state.delivery_id, outcome.status, result=result)
         _timeline(services, state, "finished", f"{outcome.status.value}: {outcome.reason}")
+        metrics.operation_finished(KIND, outcome.status.value)
     else:
         outcome = Outcome(status=record.status, reason=str((record.result or {}).get("reason") or record.status))
     repo.release_lock(group_lock(state.group), state.delivery_id)
