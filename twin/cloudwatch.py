@@ -556,6 +556,33 @@ def _describe_alarm_history(response: Any) -> Any:
     return ActionResult(result)
 
 
+def _describe_alarms(response: Any) -> Any:
+    """DescribeAlarms with every filter applied together, as CloudWatch does (moto uses only the first of
+    ActionPrefix, AlarmNamePrefix, AlarmNames, StateValue, so a named alarm came back whatever its state)."""
+    from moto.cloudwatch.models import cloudwatch_backends
+    from moto.core.responses import ActionResult
+
+    backend = cloudwatch_backends[response.current_account][response.region]
+    action_prefix = response._get_param("ActionPrefix")
+    name_prefix = response._get_param("AlarmNamePrefix")
+    names = set(response._get_param("AlarmNames", []) or [])
+    state = response._get_param("StateValue")
+    types = set(response._get_param("AlarmTypes", []) or []) or {"MetricAlarm", "CompositeAlarm"}
+    alarms = [
+        alarm
+        for alarm in backend.describe_alarms()
+        if (not names or alarm.name in names)
+        and (not name_prefix or alarm.name.startswith(name_prefix))
+        and (not action_prefix or any(str(a).startswith(action_prefix) for a in alarm.alarm_actions))
+        and (not state or alarm.state_value == state)
+    ]
+    result = {
+        "MetricAlarms": [a for a in alarms if a.rule is None] if "MetricAlarm" in types else [],
+        "CompositeAlarms": [a for a in alarms if a.rule is not None] if "CompositeAlarm" in types else [],
+    }
+    return ActionResult(result)
+
+
 def _apply_patches() -> None:
     if _ORIGINALS:
         return
@@ -570,8 +597,9 @@ def _apply_patches() -> None:
     ):
         _ORIGINALS[name] = getattr(CloudWatchBackend, name)
         setattr(CloudWatchBackend, name, replacement)
-    _ORIGINALS["describe_alarm_history"] = CloudWatchResponse.__dict__.get("describe_alarm_history")
-    setattr(CloudWatchResponse, "describe_alarm_history", _describe_alarm_history)  # noqa: B010
+    for name, handler in (("describe_alarm_history", _describe_alarm_history), ("describe_alarms", _describe_alarms)):
+        _ORIGINALS[name] = CloudWatchResponse.__dict__.get(name)
+        setattr(CloudWatchResponse, name, handler)
     _ORIGINALS["describe_scaling_activities"] = ApplicationAutoScalingResponse.__dict__.get(
         "describe_scaling_activities"
     )
@@ -590,6 +618,7 @@ def _remove_patches() -> None:
         setattr(CloudWatchBackend, name, _ORIGINALS[name])
     for cls, name in (
         (CloudWatchResponse, "describe_alarm_history"),
+        (CloudWatchResponse, "describe_alarms"),
         (ApplicationAutoScalingResponse, "describe_scaling_activities"),
     ):
         if _ORIGINALS[name] is None:

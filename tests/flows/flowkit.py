@@ -50,6 +50,37 @@ def create_endpoint(
     twin.clock.sleep(5)
 
 
+def create_async_endpoint(twin: Twin, name: str, bucket: str, model: str = "ocr-v1") -> None:
+    """An InService async endpoint whose notifications go to the template's success and error topics."""
+    t = twin.template
+    sagemaker = twin.client("sagemaker")
+    sagemaker.create_model(
+        ModelName=model,
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/ocr:1", "ModelDataUrl": "s3://m/x"},
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{name}-v1",
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1, "InstanceType": "ml.g5.xlarge"}
+        ],
+        AsyncInferenceConfig={
+            "OutputConfig": {
+                "S3OutputPath": f"s3://{bucket}/output",
+                "S3FailurePath": f"s3://{bucket}/failures",
+                "NotificationConfig": {
+                    "SuccessTopic": t.physical("AsyncSuccessTopic").ref,
+                    "ErrorTopic": t.physical("AsyncErrorTopic").ref,
+                },
+            },
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4},
+        },
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-v1")
+    while sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"] != "InService":
+        twin.clock.sleep(30)
+
+
 def wait_for(twin: Twin, done: Callable[[], bool], step: float = 30.0, limit: float = 12 * 3600) -> float:
     return twin.wait_for(done, step, limit)
 

@@ -41,64 +41,12 @@ from flowkit import ENDPOINT, create_endpoint, deployment, request, start  # noq
 
 from twin.cloudwatch_traffic import ModelProfile  # noqa: E402
 from twin.runtime import Twin  # noqa: E402
+from twin.sagemaker_calls import Call, SageMakerCalls  # noqa: E402
 
 GOAL_TRANSITIONS = 40
 GOAL_RATIO = 1.05
 FUNCTIONS = ("DeploymentStepsFunction", "EndpointEventsFunction", "ApiFunction", "AlarmEventsFunction")
 TRAILING_SECONDS = 60.0  # after the execution ends: closing events still land (counted apart)
-_MISSING = object()
-
-
-# ---------------------------------------------------------------------- counting SageMaker calls
-@dataclass
-class Call:
-    virtual: float
-    wall: float
-    function: str | None  # the Lambda (logical id) whose invocation made the call; None: not InferOps
-    operation: str
-    params: dict[str, Any] | None = None
-    step: str = ""  # the invocation that made it: the deployment step's action, or the API route
-
-
-@dataclass
-class SageMakerCalls:
-    """Every SageMaker request moto serves while installed, attributed to the calling Lambda (if any)."""
-
-    twin: Twin
-    calls: list[Call] = field(default_factory=list)
-
-    @contextmanager
-    def installed(self) -> Iterator[SageMakerCalls]:
-        from moto.sagemaker.responses import SageMakerResponse
-
-        previous = vars(SageMakerResponse).get("call_action", _MISSING)
-        inner = SageMakerResponse.call_action  # the simulator's (fault injection, then moto's dispatch)
-        twin = self.twin
-
-        def call_action(response: Any) -> Any:
-            operation = response._get_action()
-            name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")  # thread-local overlay during an invocation
-            function = None
-            if name:
-                try:
-                    function = twin.lambdas.logical_id(name)
-                except KeyError:
-                    function = name
-            try:
-                params = json.loads(response.body or "{}")
-            except (TypeError, ValueError):
-                params = None
-            self.calls.append(Call(twin.clock.now(), time.perf_counter(), function, operation, params))
-            return inner(response)
-
-        SageMakerResponse.call_action = call_action  # type: ignore[method-assign]
-        try:
-            yield self
-        finally:  # before Twin.stop(): the simulator then restores moto's own
-            if previous is _MISSING:
-                del SageMakerResponse.call_action
-            else:
-                SageMakerResponse.call_action = previous  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------------- running one deployment
