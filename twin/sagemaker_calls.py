@@ -87,6 +87,4 @@ class SageMakerCalls:
 
     def effective(self, operation: str, *, since: int = 0) -> list[Call]:
         """InferOps' calls of `operation` that SageMaker accepted (from index `since` of `calls`)."""
-        return [
-            c for c in self.calls[since:] if c.operation == operation and c.function is not None and c.status < 400
-        ]
+        return [c for c in self.calls[since:] if c.operation == operation and c.function is not None and c.status < 400]

@@ -13,7 +13,6 @@ import async_routes  # type: ignore[import-not-found]  # functions/api/async_rou
 import boto3
 import diagnosis_routes  # type: ignore[import-not-found]  # functions/api/diagnosis_routes.py (same folder)
 import shadow_routes  # type: ignore[import-not-found]  # functions/api/shadow_routes.py (same folder)
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -31,7 +30,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inferops import catalog, deployments
+from inferops import catalog, deployments, logs
 from inferops.errors import InferOpsError
 from inferops.planner import DeploymentRequest
 from inferops.rollout import preflight
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
     from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
     from mypy_boto3_sagemaker import SageMakerClient
 
-logger = Logger()
+logger = logs.logger()
 app = APIGatewayRestResolver(enable_validation=True)
 app.include_router(async_routes.router)
 app.include_router(diagnosis_routes.router)

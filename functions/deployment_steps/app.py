@@ -11,10 +11,10 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools import Logger
 from botocore.config import Config
 from pydantic import BaseModel, ValidationError
 
+from inferops import logs
 from inferops.errors import first_problem
 from inferops.rollout import STEPS, TOKEN_STEPS, DeploymentFailed, FlowState, Services
 from inferops.storage import Repository
@@ -22,7 +22,7 @@ from inferops.storage import Repository
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
+logger = logs.logger()
 # One attempt per call: the state machine retries with backoff and jitter, visibly, on the flow's clock.
 _SDK = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=20)
 

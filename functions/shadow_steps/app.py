@@ -11,17 +11,17 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools import Logger
 from botocore.config import Config
 from pydantic import BaseModel, ValidationError
 
+from inferops import logs
 from inferops.shadow import STEPS, TOKEN_STEPS, FlowState, Services, ShadowTestFailed
 from inferops.storage import Repository
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
+logger = logs.logger()
 # One attempt per call: the state machine retries with backoff and jitter, visibly, on the flow's clock.
 _SDK = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=20)
 

@@ -516,7 +516,9 @@ def async_results(run: Run) -> None:
         for _ in range(20):  # the client retries throttling and 5xx with the same InferenceId
             try:
                 runtime.invoke_endpoint_async(
-                    EndpointName=ASYNC_ENDPOINT, InputLocation=f"s3://{ASYNC_BUCKET}/input/{n}.json", InferenceId=f"r{n}"
+                    EndpointName=ASYNC_ENDPOINT,
+                    InputLocation=f"s3://{ASYNC_BUCKET}/input/{n}.json",
+                    InferenceId=f"r{n}",
                 )
             except ClientError:
                 continue
@@ -525,7 +527,10 @@ def async_results(run: Run) -> None:
         twin.clock.sleep(run.rng.uniform(0, 20))
     twin.clock.sleep(300)
     # SNS delivers at least once and in any order: each notification again, up to twice more, shuffled
-    topics = {"success": twin.template.physical("AsyncSuccessTopic").ref, "error": twin.template.physical("AsyncErrorTopic").ref}
+    topics = {
+        "success": twin.template.physical("AsyncSuccessTopic").ref,
+        "error": twin.template.physical("AsyncErrorTopic").ref,
+    }
     again = [b for b in _notifications(twin)[len(received) :] for _ in range(run.rng.randint(0, MAX_COPIES - 1))]
     run.rng.shuffle(again)
     for body in again:
