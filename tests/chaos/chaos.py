@@ -279,7 +279,7 @@ class Run:
         self.check(status != "RUNNING", "execution ended", f"{arn} still RUNNING")
         machine = arn.split(":execution:")[1].split(":")[0]
         machine_arn = arn.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
-        started = [e for e in sfn.list_executions(stateMachineArn=machine_arn)["executions"]]
+        started = sfn.list_executions(stateMachineArn=machine_arn)["executions"]
         self.check(len(started) == 1, "one execution per request", f"{len(started)} executions of {machine}")
 
     def _elapsed(self) -> float:
@@ -527,14 +527,11 @@ def async_results(run: Run) -> None:
         twin.clock.sleep(run.rng.uniform(0, 20))
     twin.clock.sleep(300)
     # SNS delivers at least once and in any order: each notification again, up to twice more, shuffled
-    topics = {
-        "success": twin.template.physical("AsyncSuccessTopic").ref,
-        "error": twin.template.physical("AsyncErrorTopic").ref,
-    }
+    success, failure = (twin.template.physical(t).ref for t in ("AsyncSuccessTopic", "AsyncErrorTopic"))
     again = [b for b in _notifications(twin)[len(received) :] for _ in range(run.rng.randint(0, MAX_COPIES - 1))]
     run.rng.shuffle(again)
     for body in again:
-        topic = topics["success"] if body.get("invocationStatus") == "Completed" else topics["error"]
+        topic = success if body.get("invocationStatus") == "Completed" else failure
         sns.publish(TopicArn=topic, Message=json.dumps(body))
         twin.clock.sleep(run.rng.uniform(0, 5))
     run.twin.faults.counts["sns.redelivered"] += len(again)
