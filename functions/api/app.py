@@ -5,6 +5,7 @@ API Gateway authenticates every call with IAM (SigV4); this function only sees s
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any
@@ -30,7 +31,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inferops import catalog, deployments, logs
+from inferops import catalog, deployments, logs, request_limits
 from inferops.errors import InferOpsError
 from inferops.planner import DeploymentRequest
 from inferops.rollout import preflight
@@ -297,6 +298,16 @@ def approve_deployment(operation_id: Annotated[str, Path(min_length=1, max_lengt
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        request_limits.check_body(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
+    except request_limits.BodyRefused as refused:
+        logger.warning("body refused", extra={"status": refused.status, "reason": refused.message})
+        return {
+            "statusCode": refused.status,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps({"message": refused.message, "field": "body"}),
+            "isBase64Encoded": False,
+        }
     _use_refreshed_prices()
     _IDEMPOTENCY.register_lambda_context(context)
     return app.resolve(event, context)
