@@ -119,13 +119,15 @@ class FaultPlan:
     def draw(cls, flow: Scenario, seed: int) -> FaultPlan:
         rng = random.Random(seed)
         failing = rng.sample(flow.mutating, k=min(2, len(flow.mutating)))
+        crash = rng.choice(flow.functions)
+        crash_at = rng.uniform(0, 900)
         return cls(
             seed=seed,
             server_errors={op: rng.choice(("InternalFailure", "ServiceUnavailable")) for op in failing},
             duplicate=rng.uniform(0.2, 0.6),
             reorder=rng.uniform(0.2, 0.6),
-            crash=rng.choice(flow.functions),
-            crash_at=rng.uniform(0, 900),
+            crash=crash,
+            crash_at=0.0 if crash == "ApiFunction" else crash_at,  # the API runs at the start: crash the POST
             unhealthy=rng.random() < UNHEALTHY_SHARE,
             alarm_at=rng.uniform(60, 1800) if rng.random() < ALARM_SHARE and flow.alarms else None,
             repeats=rng.randint(0, 2) if flow.requests else 0,
@@ -175,7 +177,10 @@ class Run:
         )
         self.started = self.twin.clock.now()
         crash = self.plan.crash
-        self.twin.clock.call_at(self.started + self.plan.crash_at, lambda: faults.crash_once(crash), name="chaos crash")
+        if self.plan.crash_at <= 0:
+            faults.crash_once(crash)
+        else:
+            self.at(self.plan.crash_at, lambda: faults.crash_once(crash), "chaos crash")
 
     def calm(self) -> None:
         """Faults off: the end-of-run reads are the harness's, not part of the scenario."""
