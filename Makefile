@@ -99,6 +99,7 @@ bench: venv ## Benchmarks: print figures and ratios
 	$(PY) tests/perf/bench_deployment.py
 	$(PY) tests/perf/bench_async_results.py
 	$(PY) tests/perf/bench_shadow.py
+	$(PY) tests/perf/bench_cost.py
 
 CHAOS_RUNS ?= 200
 CHAOS_BUDGET ?= 3600

@@ -54,9 +54,9 @@ from flowkit import ENDPOINT, ROLE, create_async_endpoint, create_endpoint  # no
 from flowkit import request as deployment_request  # noqa: E402
 
 from inferops.storage import Repository  # noqa: E402
+from twin.calls import SageMakerCalls  # noqa: E402
 from twin.faults import EventFaults  # noqa: E402
 from twin.runtime import Twin  # noqa: E402
-from twin.sagemaker_calls import SageMakerCalls  # noqa: E402
 
 TERMINAL = {"SUCCEEDED", "FAILED", "ROLLED_BACK", "REFUSED", "ABORTED"}
 THROTTLING = 0.2

@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT / "tests" / "flows"))
 
 from flowkit import ENDPOINT, create_endpoint, deployment, request, start  # noqa: E402
 
+from twin.calls import Call, SageMakerCalls  # noqa: E402
 from twin.cloudwatch_traffic import ModelProfile  # noqa: E402
 from twin.runtime import Twin  # noqa: E402
-from twin.sagemaker_calls import Call, SageMakerCalls  # noqa: E402
 
 GOAL_TRANSITIONS = 40
 GOAL_RATIO = 1.05
@@ -99,7 +99,13 @@ class Measured:
 
 
 def measure(
-    twin: Twin, calls: SageMakerCalls, body: dict[str, Any], label: str, *, poll: float = 60.0
+    twin: Twin,
+    calls: SageMakerCalls,
+    body: dict[str, Any],
+    label: str,
+    *,
+    poll: float = 60.0,
+    limit: float = 8 * 3600,
 ) -> tuple[Measured, str]:
     lambda_states = _lambda_task_states()
     first_call = len(calls.calls)
@@ -107,7 +113,7 @@ def measure(
     w0 = time.perf_counter()
     operation = start(twin, body)
     arn = execution_arn(twin, operation)
-    described = run_to_end(twin, arn, step=poll)
+    described = run_to_end(twin, arn, step=poll, limit=limit)
     wall = time.perf_counter() - w0
     stopped = described["stopDate"].timestamp()
     twin.clock.sleep(TRAILING_SECONDS)
