@@ -11,10 +11,13 @@ session tokens wherever they appear (an exception's text included).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.logging.types import LogRecord
 
 REDACTED = "***"
 SENSITIVE_KEYS = frozenset(
@@ -73,8 +76,8 @@ def redact(value: Any, key: str | None = None) -> Any:
 class RedactingFormatter(LambdaPowertoolsFormatter):
     """Powertools' JSON formatter, redacting each record before it is written."""
 
-    def serialize(self, log: dict[str, Any]) -> str:
-        return super().serialize(redact(log))
+    def serialize(self, log: LogRecord) -> str:
+        return super().serialize(cast("LogRecord", redact(log)))
 
 
 def logger(**options: Any) -> Logger:
