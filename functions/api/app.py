@@ -157,8 +157,11 @@ def _idempotency_in_progress(error: IdempotencyAlreadyInProgressError) -> Respon
 @app.exception_handler(ClientError)
 def _aws_error(error: ClientError) -> Response[dict[str, Any]]:
     code = error.response.get("Error", {}).get("Code", "Unknown")
-    status = 503 if "Throttl" in code else 502
     logger.warning("AWS call failed", extra={"code": code})
+    if code == "ValidationException":  # a value from the request that SageMaker's own rules refuse
+        detail = error.response.get("Error", {}).get("Message", "")
+        return _error(400, f"SageMaker refused a value of this request: {detail}".rstrip(": "))
+    status = 503 if "Throttl" in code else 502
     return _error(status, f"an AWS call failed ({code}); retry later" if status == 503 else f"AWS refused: {code}")
 
 
