@@ -50,7 +50,13 @@ for _path in (ROOT, ROOT / "layers" / "shared", ROOT / "tests" / "flows"):
         sys.path.insert(0, str(_path))
 
 from botocore.exceptions import ClientError  # noqa: E402
-from flowkit import ENDPOINT, ROLE, create_async_endpoint, create_endpoint  # noqa: E402
+from flowkit import (  # noqa: E402
+    ENDPOINT,
+    create_async_endpoint,
+    create_endpoint,
+    create_guard_alarm,
+    shadow_request,
+)
 from flowkit import request as deployment_request  # noqa: E402
 
 from inferops.storage import Repository  # noqa: E402
@@ -443,33 +449,14 @@ def _production_models(run: Run) -> str:
 def shadow_test(run: Run) -> None:
     twin = run.twin
     create_endpoint(twin, count=2)
-    twin.client("cloudwatch").put_metric_alarm(
-        AlarmName=GUARD,
-        Namespace="AWS/SageMaker",
-        MetricName="Invocation5XXErrors",
-        Dimensions=[{"Name": "EndpointName", "Value": ENDPOINT}, {"Name": "VariantName", "Value": "AllTraffic"}],
-        Statistic="Average",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=0.5,
-        ComparisonOperator="GreaterThanThreshold",
-        TreatMissingData="notBreaching",
-    )
+    create_guard_alarm(twin, GUARD)
     if run.plan.unhealthy:
         twin.sagemaker.set_model_health(f"{ENDPOINT}-v2", healthy=False)
     run.arm()
     action = run.rng.choice(["promote", "discard"])
-    body = {
-        "endpoint_name": ENDPOINT,
-        "model": {"source": "existing", "model_name": f"{ENDPOINT}-v2"},
-        "role_arn": ROLE,
-        "duration_hours": 1,
-        "analysis_interval_minutes": 10,
-        "analysis": {"min_requests": 50, "min_samples": 3},
-        "sampling_steps": run.rng.choice([[100], [10, 100], [10, 50, 100]]),
-        "action": action,
-        "guard_alarms": [GUARD],
-    }
+    body = shadow_request(
+        sampling_steps=run.rng.choice([[100], [10, 100], [10, 50, 100]]), action=action, guard_alarms=[GUARD]
+    )
     operation = run.post("/shadow-tests", body)
     if run.plan.alarm_at is not None:
         cloudwatch = twin.client("cloudwatch")
