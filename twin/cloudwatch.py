@@ -24,6 +24,7 @@ multi-model metrics and the /aws/sagemaker/InferenceComponents namespace; alarms
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -505,12 +506,15 @@ def _put_metric_alarm(self: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _set_alarm_state(self: Any, alarm_name: str, reason: str, reason_data: str, state_value: str) -> None:
-    alarm = self.alarms.get(alarm_name)
-    previous = _snapshot(alarm) if alarm is not None else None
-    _ORIGINALS["set_alarm_state"](self, alarm_name, reason, reason_data, state_value)
+    """Under the model's lock: an evaluation on the clock's thread between moto's change and the check below
+    would put the alarm back first, and the state change's event would be lost (AWS emits both)."""
     model = _model_for(self)
-    if model is not None and previous is not None:
-        model._on_set_alarm_state(self, self.alarms[alarm_name], previous)
+    with model._lock if model is not None else contextlib.nullcontext():
+        alarm = self.alarms.get(alarm_name)
+        previous = _snapshot(alarm) if alarm is not None else None
+        _ORIGINALS["set_alarm_state"](self, alarm_name, reason, reason_data, state_value)
+        if model is not None and previous is not None:
+            model._on_set_alarm_state(self, self.alarms[alarm_name], previous)
 
 
 def _get_metric_statistics(self: Any, *args: Any, **kwargs: Any) -> Any:

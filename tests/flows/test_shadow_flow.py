@@ -161,8 +161,9 @@ def test_a_guard_alarm_stops_the_test_at_once() -> None:
         create_guard_alarm(twin, GUARD)
         operation = start(twin, body(action="promote", guard_alarms=[GUARD]))
         until(twin, running(operation))
-        alarm_at = twin.clock.now()
-        twin.client("cloudwatch").set_alarm_state(AlarmName=GUARD, StateValue="ALARM", StateReason="on-call paged")
+        with twin.busy():  # time holds still while the alarm changes, so alarm_at is when it did
+            alarm_at = twin.clock.now()
+            twin.client("cloudwatch").set_alarm_state(AlarmName=GUARD, StateValue="ALARM", StateReason="on-call paged")
         view = finished(twin, operation)
         endpoint = serving(twin)
         watches = twin.client("dynamodb").get_item(
