@@ -5,6 +5,7 @@ SHELL := /bin/bash
 
 VENV      := .venv
 SAM_VENV  := .venv-sam
+SCAN_VENV := .venv-scan
 PY        := $(VENV)/bin/python
 SAM       := $(SAM_VENV)/bin/sam
 # pip's configured extra indexes may not exist on every machine; their warnings are noise.
@@ -20,8 +21,8 @@ export AWS_EC2_METADATA_DISABLED := true
 
 STATE_MACHINES := $(wildcard statemachines/*.asl.json)
 
-.PHONY: help venv sam-venv lint format typecheck template statemachines catalog-check openapi api-docs \
-        unit test demo bench catalog clean
+.PHONY: help venv sam-venv scan-venv lint format typecheck template statemachines catalog-check openapi api-docs \
+        security unit test demo bench chaos fuzz catalog clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -38,9 +39,16 @@ $(SAM_VENV)/.installed: requirements/sam.txt requirements/constraints-sam.txt
 	$(SAM_VENV)/bin/python -m pip install -q -r requirements/sam.txt -c requirements/constraints-sam.txt $(PIP_QUIET)
 	@touch $@
 
+$(SCAN_VENV)/.installed: requirements/scan.txt requirements/constraints-scan.txt
+	@test -x $(SCAN_VENV)/bin/python || "$$(./scripts/find-python)" -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/python -m pip install -q -r requirements/scan.txt -c requirements/constraints-scan.txt $(PIP_QUIET)
+	@touch $@
+
 venv: $(VENV)/.installed ## Create the project virtualenv (pinned)
 
 sam-venv: $(SAM_VENV)/.installed ## Create aws-sam-cli's own virtualenv (pinned)
+
+scan-venv: $(SCAN_VENV)/.installed ## Create checkov's own virtualenv (pinned)
 
 lint: venv ## ruff lint + format check
 	$(VENV)/bin/ruff check .
@@ -71,10 +79,13 @@ openapi: venv ## Regenerate docs/openapi.json from the API's routes, and its HTM
 api-docs: venv ## Render docs/openapi.json to the static page docs/api.html (no network, no CDN)
 	$(PY) scripts/openapi_html.py --write
 
-unit: venv ## pytest (unit, property, flows)
+security: scan-venv ## checkov on template.yaml (skips justified in .checkov.yaml and inline), offline
+	BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=TRUE $(SCAN_VENV)/bin/checkov --config-file .checkov.yaml -f template.yaml
+
+unit: venv ## pytest (unit, property, flows, short chaos and fuzz runs)
 	$(PY) -m pytest -n auto --dist loadfile
 
-test: lint typecheck template statemachines catalog-check unit ## Every check and test (what CI runs)
+test: lint typecheck template statemachines catalog-check security unit ## Every check and test (what CI runs)
 
 demo: venv ## Play the scenarios offline
 	$(PY) -m twin.demo
@@ -96,9 +107,19 @@ bench: venv ## Benchmarks: print figures and ratios
 	$(PY) tests/perf/bench_shadow.py
 	$(PY) tests/perf/bench_scaling.py
 	$(PY) tests/perf/bench_delivery.py
+	$(PY) tests/perf/bench_cost.py
+
+CHAOS_RUNS ?= 200
+CHAOS_BUDGET ?= 3600
+chaos: venv ## Chaos suite: every flow under random faults, invariants checked (CHAOS_RUNS, CHAOS_BUDGET s, SEED)
+	$(PY) tests/chaos/chaos.py --runs $(CHAOS_RUNS) --budget $(CHAOS_BUDGET) $(if $(SEED),--seed $(SEED))
+
+FUZZ_EXAMPLES ?= 50
+fuzz: venv ## API fuzzing (schemathesis) over docs/openapi.json against the twin's API (FUZZ_EXAMPLES, SEED)
+	$(PY) tests/fuzz/fuzz_api.py --examples $(FUZZ_EXAMPLES) $(if $(SEED),--seed $(SEED))
 
 catalog: venv ## Regenerate the instance & accelerator catalog
 	$(PY) scripts/build_catalog.py
 
 clean: ## Remove virtualenvs and build output
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(SCAN_VENV) .aws-sam .mypy_cache .ruff_cache

@@ -24,6 +24,7 @@ multi-model metrics and the /aws/sagemaker/InferenceComponents namespace; alarms
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -505,12 +506,15 @@ def _put_metric_alarm(self: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _set_alarm_state(self: Any, alarm_name: str, reason: str, reason_data: str, state_value: str) -> None:
-    alarm = self.alarms.get(alarm_name)
-    previous = _snapshot(alarm) if alarm is not None else None
-    _ORIGINALS["set_alarm_state"](self, alarm_name, reason, reason_data, state_value)
+    """Under the model's lock: an evaluation on the clock's thread between moto's change and the check below
+    would put the alarm back first, and the state change's event would be lost (AWS emits both)."""
     model = _model_for(self)
-    if model is not None and previous is not None:
-        model._on_set_alarm_state(self, self.alarms[alarm_name], previous)
+    with model._lock if model is not None else contextlib.nullcontext():
+        alarm = self.alarms.get(alarm_name)
+        previous = _snapshot(alarm) if alarm is not None else None
+        _ORIGINALS["set_alarm_state"](self, alarm_name, reason, reason_data, state_value)
+        if model is not None and previous is not None:
+            model._on_set_alarm_state(self, self.alarms[alarm_name], previous)
 
 
 def _get_metric_statistics(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -556,6 +560,33 @@ def _describe_alarm_history(response: Any) -> Any:
     return ActionResult(result)
 
 
+def _describe_alarms(response: Any) -> Any:
+    """DescribeAlarms with every filter applied together, as CloudWatch does (moto uses only the first of
+    ActionPrefix, AlarmNamePrefix, AlarmNames, StateValue, so a named alarm came back whatever its state)."""
+    from moto.cloudwatch.models import cloudwatch_backends
+    from moto.core.responses import ActionResult
+
+    backend = cloudwatch_backends[response.current_account][response.region]
+    action_prefix = response._get_param("ActionPrefix")
+    name_prefix = response._get_param("AlarmNamePrefix")
+    names = set(response._get_param("AlarmNames", []) or [])
+    state = response._get_param("StateValue")
+    types = set(response._get_param("AlarmTypes", []) or []) or {"MetricAlarm", "CompositeAlarm"}
+    alarms = [
+        alarm
+        for alarm in backend.describe_alarms()
+        if (not names or alarm.name in names)
+        and (not name_prefix or alarm.name.startswith(name_prefix))
+        and (not action_prefix or any(str(a).startswith(action_prefix) for a in alarm.alarm_actions))
+        and (not state or alarm.state_value == state)
+    ]
+    result = {
+        "MetricAlarms": [a for a in alarms if a.rule is None] if "MetricAlarm" in types else [],
+        "CompositeAlarms": [a for a in alarms if a.rule is not None] if "CompositeAlarm" in types else [],
+    }
+    return ActionResult(result)
+
+
 def _apply_patches() -> None:
     if _ORIGINALS:
         return
@@ -570,8 +601,9 @@ def _apply_patches() -> None:
     ):
         _ORIGINALS[name] = getattr(CloudWatchBackend, name)
         setattr(CloudWatchBackend, name, replacement)
-    _ORIGINALS["describe_alarm_history"] = CloudWatchResponse.__dict__.get("describe_alarm_history")
-    setattr(CloudWatchResponse, "describe_alarm_history", _describe_alarm_history)  # noqa: B010
+    for name, handler in (("describe_alarm_history", _describe_alarm_history), ("describe_alarms", _describe_alarms)):
+        _ORIGINALS[name] = CloudWatchResponse.__dict__.get(name)
+        setattr(CloudWatchResponse, name, handler)
     _ORIGINALS["describe_scaling_activities"] = ApplicationAutoScalingResponse.__dict__.get(
         "describe_scaling_activities"
     )
@@ -590,6 +622,7 @@ def _remove_patches() -> None:
         setattr(CloudWatchBackend, name, _ORIGINALS[name])
     for cls, name in (
         (CloudWatchResponse, "describe_alarm_history"),
+        (CloudWatchResponse, "describe_alarms"),
         (ApplicationAutoScalingResponse, "describe_scaling_activities"),
     ):
         if _ORIGINALS[name] is None:

@@ -122,11 +122,20 @@ class _Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"twin-api {self.address_string()} {format % args}\n")
 
     def _handle(self) -> None:
+        """API Gateway answers 502 when the integration fails; it never drops the connection."""
+        try:
+            self._serve()
+        except Exception as error:  # a bug in the twin or the function's reply: say so, as API Gateway would
+            sys.stderr.write(f"twin-api: {type(error).__name__}: {error}\n")
+            self._reply(502, {"x-amzn-ErrorType": "InternalServerErrorException"}, "Internal server error")
+
+    def _serve(self) -> None:
         method = self.command
         parts = urlsplit(self.path)
         path = self._strip_stage(parts.path)
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode() if length else None
+        # without binary media types API Gateway hands a REST proxy integration the body as text
+        body = self.rfile.read(length).decode(errors="replace") if length else None
         found = self.twin.match_route(method, path)
         if found is None:
             self._reply(

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger
-
+from inferops import logs
 from inferops.alarm_events import normalize, react
 from inferops.handlers import react_to_event
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
+logger = logs.logger()
 
 
 @logger.inject_lambda_context(correlation_id_path="detail.alarmName")

@@ -5,6 +5,7 @@ API Gateway authenticates every call with IAM (SigV4); this function only sees s
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any
@@ -15,7 +16,6 @@ import delivery_routes  # type: ignore[import-not-found]  # functions/api/delive
 import diagnosis_routes  # type: ignore[import-not-found]  # functions/api/diagnosis_routes.py (same folder)
 import scaling_routes  # type: ignore[import-not-found]  # functions/api/scaling_routes.py (same folder)
 import shadow_routes  # type: ignore[import-not-found]  # functions/api/shadow_routes.py (same folder)
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -33,7 +33,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inferops import catalog, deployments
+from inferops import catalog, deployments, logs, request_limits
 from inferops.errors import InferOpsError
 from inferops.planner import DeploymentRequest
 from inferops.rollout import preflight
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
     from mypy_boto3_sagemaker import SageMakerClient
 
-logger = Logger()
+logger = logs.logger()
 app = APIGatewayRestResolver(enable_validation=True)
 app.include_router(async_routes.router)
 app.include_router(diagnosis_routes.router)
@@ -161,8 +161,11 @@ def _idempotency_in_progress(error: IdempotencyAlreadyInProgressError) -> Respon
 @app.exception_handler(ClientError)
 def _aws_error(error: ClientError) -> Response[dict[str, Any]]:
     code = error.response.get("Error", {}).get("Code", "Unknown")
-    status = 503 if "Throttl" in code else 502
     logger.warning("AWS call failed", extra={"code": code})
+    if code == "ValidationException":  # a value from the request that SageMaker's own rules refuse
+        detail = error.response.get("Error", {}).get("Message", "")
+        return _error(400, f"SageMaker refused a value of this request: {detail}".rstrip(": "))
+    status = 503 if "Throttl" in code else 502
     return _error(status, f"an AWS call failed ({code}); retry later" if status == 503 else f"AWS refused: {code}")
 
 
@@ -318,6 +321,16 @@ def approve_deployment(operation_id: Annotated[str, Path(min_length=1, max_lengt
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        request_limits.check_body(event.get("body"), is_base64=bool(event.get("isBase64Encoded")))
+    except request_limits.BodyRefused as refused:
+        logger.warning("body refused", extra={"status": refused.status, "reason": refused.message})
+        return {
+            "statusCode": refused.status,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps({"message": refused.message, "field": "body"}),
+            "isBase64Encoded": False,
+        }
     _use_refreshed_prices()
     _IDEMPOTENCY.register_lambda_context(context)
     return app.resolve(event, context)

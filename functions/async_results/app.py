@@ -11,16 +11,16 @@ import os
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import process_partial_response
 
+from inferops import logs
 from inferops.async_results import AsyncResultsProcessor
 from inferops.storage import Repository
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
+logger = logs.logger()
 
 
 @cache

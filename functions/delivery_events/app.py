@@ -12,16 +12,14 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger
-
-from inferops import deliveries
+from inferops import deliveries, logs
 from inferops.delivery import Services, services_from_environment
 from inferops.errors import InvalidInput
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
+logger = logs.logger()
 
 
 @cache

@@ -9,16 +9,14 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger
-
-from inferops import flow_steps
+from inferops import flow_steps, logs
 from inferops.delivery import STEPS, TOKEN_STEPS, DeliveryFailed, DeliveryState, Services, services_from_environment
 from inferops.handlers import run_step
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
+logger = logs.logger()
 
 
 @cache

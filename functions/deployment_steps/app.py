@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger
-
-from inferops import flow_steps
+from inferops import flow_steps, logs
 from inferops.handlers import run_step
 from inferops.rollout import STEPS, TOKEN_STEPS, DeploymentFailed, FlowState
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
+logger = logs.logger()
 
 
 @logger.inject_lambda_context(correlation_id_path="state.operation_id")

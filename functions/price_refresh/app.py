@@ -8,12 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from inferops import pricing
+from inferops import logs, pricing
 
-logger = Logger()
+logger = logs.logger()
 
 
 @logger.inject_lambda_context

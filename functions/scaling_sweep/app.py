@@ -6,14 +6,13 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger
-
+from inferops import logs
 from inferops.scaling import Clients, clients_from_env, sweep
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
+logger = logs.logger()
 
 
 @cache

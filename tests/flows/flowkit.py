@@ -50,6 +50,53 @@ def create_endpoint(
     twin.clock.sleep(5)
 
 
+def create_async_endpoint(twin: Twin, name: str, bucket: str, model: str = "ocr-v1") -> None:
+    """An InService async endpoint whose notifications go to the template's success and error topics."""
+    t = twin.template
+    sagemaker = twin.client("sagemaker")
+    sagemaker.create_model(
+        ModelName=model,
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/ocr:1", "ModelDataUrl": "s3://m/x"},
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{name}-v1",
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1, "InstanceType": "ml.g5.xlarge"}
+        ],
+        AsyncInferenceConfig={
+            "OutputConfig": {
+                "S3OutputPath": f"s3://{bucket}/output",
+                "S3FailurePath": f"s3://{bucket}/failures",
+                "NotificationConfig": {
+                    "SuccessTopic": t.physical("AsyncSuccessTopic").ref,
+                    "ErrorTopic": t.physical("AsyncErrorTopic").ref,
+                },
+            },
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4},
+        },
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-v1")
+    while sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"] != "InService":
+        twin.clock.sleep(30)
+
+
+def create_guard_alarm(twin: Twin, name: str, endpoint: str = ENDPOINT) -> None:
+    """An alarm on production's 5XX rate that stays OK on a healthy endpoint (tests force it into ALARM)."""
+    twin.client("cloudwatch").put_metric_alarm(
+        AlarmName=name,
+        Namespace="AWS/SageMaker",
+        MetricName="Invocation5XXErrors",
+        Dimensions=[{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": "AllTraffic"}],
+        Statistic="Average",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=0.5,
+        ComparisonOperator="GreaterThanThreshold",
+        TreatMissingData="notBreaching",
+    )
+
+
 def wait_for(twin: Twin, done: Callable[[], bool], step: float = 30.0, limit: float = 12 * 3600) -> float:
     return twin.wait_for(done, step, limit)
 
@@ -60,6 +107,19 @@ def request(strategy: dict[str, Any], **extra: Any) -> dict[str, Any]:
         "model": {"source": "existing", "model_name": f"{ENDPOINT}-v2"},
         "strategy": strategy,
         "create_recommended_alarms": True,
+        **extra,
+    }
+
+
+def shadow_request(**extra: Any) -> dict[str, Any]:
+    """A one-hour shadow test of v2 judged every 10 minutes (POST /shadow-tests)."""
+    return {
+        "endpoint_name": ENDPOINT,
+        "model": {"source": "existing", "model_name": f"{ENDPOINT}-v2"},
+        "role_arn": ROLE,
+        "duration_hours": 1,
+        "analysis_interval_minutes": 10,
+        "analysis": {"min_requests": 50, "min_samples": 3},
         **extra,
     }
 

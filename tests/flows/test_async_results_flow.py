@@ -8,49 +8,14 @@ import json
 from typing import Any
 
 import pytest
+from flowkit import create_async_endpoint
 
 from twin.runtime import Twin
 
-ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
 ENDPOINT = "doc-ocr-async"
 BUCKET = "acme-ml-async"
 
 pytestmark = pytest.mark.flow
-
-
-def _async_endpoint(twin: Twin) -> None:
-    t = twin.template
-    sagemaker = twin.client("sagemaker")
-    sagemaker.create_model(
-        ModelName="ocr-v1",
-        ExecutionRoleArn=ROLE,
-        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/ocr:1", "ModelDataUrl": "s3://m/x"},
-    )
-    sagemaker.create_endpoint_config(
-        EndpointConfigName="ocr-async-v1",
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": "ocr-v1",
-                "InitialInstanceCount": 1,
-                "InstanceType": "ml.g5.xlarge",
-            }
-        ],
-        AsyncInferenceConfig={
-            "OutputConfig": {
-                "S3OutputPath": f"s3://{BUCKET}/output",
-                "S3FailurePath": f"s3://{BUCKET}/failures",
-                "NotificationConfig": {
-                    "SuccessTopic": t.physical("AsyncSuccessTopic").ref,
-                    "ErrorTopic": t.physical("AsyncErrorTopic").ref,
-                },
-            },
-            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4},
-        },
-    )
-    sagemaker.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="ocr-async-v1")
-    while sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointStatus"] != "InService":
-        twin.clock.sleep(30)
 
 
 def _wait_for(twin: Twin, inference_ids: list[str], limit: float = 3600) -> None:
@@ -80,7 +45,7 @@ def test_async_results_end_to_end() -> None:
             s3.create_bucket(Bucket=BUCKET)
             for n in range(6):
                 s3.put_object(Bucket=BUCKET, Key=f"input/scan-{n}.json", Body=json.dumps({"page": n}).encode())
-            _async_endpoint(twin)
+            create_async_endpoint(twin, ENDPOINT, BUCKET)
         twin.clock.sleep(60)  # CreateEndpoint's TestNotification (one per topic) reaches the function
         assert [b["eventName"] for b in _bodies(twin)] == ["TestNotification", "TestNotification"]
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowkit import ENDPOINT, ROLE, create_endpoint, create_model, wait_for
+from flowkit import ENDPOINT, create_endpoint, create_guard_alarm, create_model, wait_for
 from flowkit import request as deployment
+from flowkit import shadow_request as body
 
 from twin.cloudwatch_traffic import ModelProfile
 from twin.runtime import Twin
@@ -18,18 +19,6 @@ from twin.runtime import Twin
 TERMINAL = {"SUCCEEDED", "FAILED", "ROLLED_BACK", "REFUSED", "ABORTED"}
 GUARD = "scorer-shadow-guard"
 SAGEMAKER_EVENTS = {"source": ["aws.sagemaker"]}
-
-
-def body(**extra: Any) -> dict[str, Any]:
-    return {
-        "endpoint_name": ENDPOINT,
-        "model": {"source": "existing", "model_name": f"{ENDPOINT}-v2"},
-        "role_arn": ROLE,
-        "duration_hours": 1,
-        "analysis_interval_minutes": 10,
-        "analysis": {"min_requests": 50, "min_samples": 3},
-        **extra,
-    }
 
 
 def start(twin: Twin, request: dict[str, Any]) -> str:
@@ -169,22 +158,12 @@ def test_a_candidate_with_errors_stops_early() -> None:
 def test_a_guard_alarm_stops_the_test_at_once() -> None:
     with Twin() as twin:
         create_endpoint(twin, count=2)
-        twin.client("cloudwatch").put_metric_alarm(
-            AlarmName=GUARD,
-            Namespace="AWS/SageMaker",
-            MetricName="Invocation5XXErrors",
-            Dimensions=[{"Name": "EndpointName", "Value": ENDPOINT}, {"Name": "VariantName", "Value": "AllTraffic"}],
-            Statistic="Average",
-            Period=60,
-            EvaluationPeriods=1,
-            Threshold=0.5,
-            ComparisonOperator="GreaterThanThreshold",
-            TreatMissingData="notBreaching",
-        )
+        create_guard_alarm(twin, GUARD)
         operation = start(twin, body(action="promote", guard_alarms=[GUARD]))
         until(twin, running(operation))
-        alarm_at = twin.clock.now()
-        twin.client("cloudwatch").set_alarm_state(AlarmName=GUARD, StateValue="ALARM", StateReason="on-call paged")
+        with twin.busy():  # time holds still while the alarm changes, so alarm_at is when it did
+            alarm_at = twin.clock.now()
+            twin.client("cloudwatch").set_alarm_state(AlarmName=GUARD, StateValue="ALARM", StateReason="on-call paged")
         view = finished(twin, operation)
         endpoint = serving(twin)
         watches = twin.client("dynamodb").get_item(

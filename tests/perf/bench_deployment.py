@@ -27,8 +27,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT / "tests" / "flows"))
 
 from flowkit import ENDPOINT, create_endpoint, deployment, request, start  # noqa: E402
 
+from twin.calls import Call, SageMakerCalls  # noqa: E402
 from twin.cloudwatch_traffic import ModelProfile  # noqa: E402
 from twin.runtime import Twin  # noqa: E402
 
@@ -46,59 +46,6 @@ GOAL_TRANSITIONS = 40
 GOAL_RATIO = 1.05
 FUNCTIONS = ("DeploymentStepsFunction", "EndpointEventsFunction", "ApiFunction", "AlarmEventsFunction")
 TRAILING_SECONDS = 60.0  # after the execution ends: closing events still land (counted apart)
-_MISSING = object()
-
-
-# ---------------------------------------------------------------------- counting SageMaker calls
-@dataclass
-class Call:
-    virtual: float
-    wall: float
-    function: str | None  # the Lambda (logical id) whose invocation made the call; None: not InferOps
-    operation: str
-    params: dict[str, Any] | None = None
-    step: str = ""  # the invocation that made it: the deployment step's action, or the API route
-
-
-@dataclass
-class SageMakerCalls:
-    """Every SageMaker request moto serves while installed, attributed to the calling Lambda (if any)."""
-
-    twin: Twin
-    calls: list[Call] = field(default_factory=list)
-
-    @contextmanager
-    def installed(self) -> Iterator[SageMakerCalls]:
-        from moto.sagemaker.responses import SageMakerResponse
-
-        previous = vars(SageMakerResponse).get("call_action", _MISSING)
-        inner = SageMakerResponse.call_action  # the simulator's (fault injection, then moto's dispatch)
-        twin = self.twin
-
-        def call_action(response: Any) -> Any:
-            operation = response._get_action()
-            name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")  # thread-local overlay during an invocation
-            function = None
-            if name:
-                try:
-                    function = twin.lambdas.logical_id(name)
-                except KeyError:
-                    function = name
-            try:
-                params = json.loads(response.body or "{}")
-            except (TypeError, ValueError):
-                params = None
-            self.calls.append(Call(twin.clock.now(), time.perf_counter(), function, operation, params))
-            return inner(response)
-
-        SageMakerResponse.call_action = call_action  # type: ignore[method-assign]
-        try:
-            yield self
-        finally:  # before Twin.stop(): the simulator then restores moto's own
-            if previous is _MISSING:
-                del SageMakerResponse.call_action
-            else:
-                SageMakerResponse.call_action = previous  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------------- running one deployment
@@ -152,7 +99,13 @@ class Measured:
 
 
 def measure(
-    twin: Twin, calls: SageMakerCalls, body: dict[str, Any], label: str, *, poll: float = 60.0
+    twin: Twin,
+    calls: SageMakerCalls,
+    body: dict[str, Any],
+    label: str,
+    *,
+    poll: float = 60.0,
+    limit: float = 8 * 3600,
 ) -> tuple[Measured, str]:
     lambda_states = _lambda_task_states()
     first_call = len(calls.calls)
@@ -160,7 +113,7 @@ def measure(
     w0 = time.perf_counter()
     operation = start(twin, body)
     arn = execution_arn(twin, operation)
-    described = run_to_end(twin, arn, step=poll)
+    described = run_to_end(twin, arn, step=poll, limit=limit)
     wall = time.perf_counter() - w0
     stopped = described["stopDate"].timestamp()
     twin.clock.sleep(TRAILING_SECONDS)

@@ -804,3 +804,20 @@ def test_driven_by_the_clock_thread() -> None:
             cw.uninstall()
         assert clock.errors == []
         assert len(cw.metric_series("AWS/SageMaker", "Invocations", dims("ep"))) >= 60
+
+
+def test_describe_alarms_applies_every_filter_together(twin: Twin) -> None:
+    """CloudWatch ANDs AlarmNames and StateValue; moto alone returned a named alarm whatever its state."""
+    put_alarm(twin, "quiet")
+    put_alarm(twin, "firing")
+    cloudwatch = twin.client("cloudwatch")
+    cloudwatch.set_alarm_state(AlarmName="firing", StateValue="ALARM", StateReason="test")
+
+    def names(**filters: Any) -> list[str]:
+        return sorted(a["AlarmName"] for a in cloudwatch.describe_alarms(**filters)["MetricAlarms"])
+
+    assert names(AlarmNames=["quiet", "firing"], StateValue="ALARM") == ["firing"]
+    assert names(AlarmNames=["quiet"], StateValue="ALARM") == []
+    assert names(AlarmNamePrefix="fir", StateValue="OK") == []
+    assert names(AlarmNames=["quiet", "firing"]) == ["firing", "quiet"]
+    assert names(AlarmNames=["firing"], AlarmTypes=["CompositeAlarm"]) == []

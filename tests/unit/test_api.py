@@ -228,3 +228,17 @@ def test_missing_refreshed_prices_keep_the_snapshot(monkeypatch: pytest.MonkeyPa
             assert catalog.snapshot() == snapshot
         finally:
             api._use_refreshed_prices.cache_clear()
+
+
+def test_sagemaker_validation_errors_are_the_callers_400_not_a_502(api: ModuleType) -> None:
+    from botocore.exceptions import ClientError
+
+    refused = ClientError(
+        {"Error": {"Code": "ValidationException", "Message": "Value at 'endpointName' failed to satisfy constraint"}},
+        "DescribeEndpoint",
+    )
+    reply = api._aws_error(refused)
+    assert reply.status_code == 400
+    assert "endpointName" in reply.body["message"]
+    throttled = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "DescribeEndpoint")
+    assert api._aws_error(throttled).status_code == 503

@@ -301,3 +301,15 @@ def test_managed_steps_must_increase_to_100() -> None:
     actions = [s.action for s in good.plan.steps]
     assert actions.count("approve") == 1
     assert actions.index("approve") < next(i for i, s in enumerate(good.plan.steps) if s.new_traffic_percent == 25)
+
+
+def test_names_longer_than_sagemaker_allows_are_refused_even_when_the_pattern_matches() -> None:
+    """The pattern's hyphen runs are unbounded; SageMaker also caps names at 63 (found by the API fuzzer)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from inferops.planner import ResourceName
+
+    names = TypeAdapter(ResourceName)
+    assert names.validate_python("a" + "-" * 61 + "b") == "a" + "-" * 61 + "b"
+    with pytest.raises(ValidationError, match="at most 63 characters"):
+        names.validate_python("P0r-----AX----------Y----------y----------4X---O--------------D--6")

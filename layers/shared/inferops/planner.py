@@ -32,7 +32,8 @@ MODEL_MEMORY_OVERHEAD = 0.2
 PROVISION_SECONDS = {"none": 300, "gpu": 600, "inferentia": 600, "trainium": 600}
 SERVERLESS_PROVISION_SECONDS = 180
 
-ResourceName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")]
+# SageMaker's name pattern, whose hyphen runs are unbounded, and its length limit (a longer name is its 400)
+ResourceName = Annotated[str, StringConstraints(max_length=63, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")]
 
 
 class _Strict(BaseModel):

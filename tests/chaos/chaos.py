@@ -1,0 +1,640 @@
+"""Chaos suite: every flow on the twin under randomized faults, with invariants checked after each run.
+
+    python tests/chaos/chaos.py [--runs N] [--budget SECONDS] [--seed S] [--flow NAME ...] [--workers W]
+
+Each run is one flow (`FLOWS`, a registry: `@scenario(...)` adds one) in a fresh twin, with faults drawn from
+one seeded RNG (`FaultPlan.draw`, printed with the run's seed, so `--seed S --runs 1 --flow F` replays it: the
+fault schedule is the same, thread interleavings may differ):
+- SageMaker: 20 % throttling on every operation, plus 5xx (InternalFailure / ServiceUnavailable) on two of the
+  flow's state-changing operations;
+- events on the bus: duplicated (up to x3), reordered, 10 % lost;
+- one Lambda crash (Runtime.ExitError) of one of the flow's functions at a random moment;
+- sometimes an unhealthy model (it fails its health check), sometimes an alarm forced into ALARM at a random
+  moment (a deployment's rollback alarm, a shadow test's guard alarm);
+- clients retry what is throttled, and send the same request again (same Idempotency-Key) up to twice.
+
+Invariants (`Run.violations` names each broken one):
+- no side effect twice: InferOps' state-changing SageMaker calls that SageMaker accepted never repeat with the
+  same parameters in one run (no second UpdateEndpoint to one config, no second weights change, promotion or
+  experiment start/stop); one request starts one execution;
+- every operation reaches a terminal state before its deadline (the lock lease it took), its execution ends;
+- the endpoint always serves a known config (sampled every poll: the original or one the operation created,
+  never Failed), and at the end the one the outcome says;
+- the endpoint's lock is released;
+- async results: every accepted request's result is indexed and counted exactly once, none dead-lettered.
+
+Not a pytest test; `tests/chaos/test_chaos.py` runs a fixed small seed set in `make test`, `make chaos` the
+full suite. Exit status 1 when any run broke an invariant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+for _path in (ROOT, ROOT / "layers" / "shared", ROOT / "tests" / "flows"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from botocore.exceptions import ClientError  # noqa: E402
+from flowkit import (  # noqa: E402
+    ENDPOINT,
+    create_async_endpoint,
+    create_endpoint,
+    create_guard_alarm,
+    shadow_request,
+)
+from flowkit import request as deployment_request  # noqa: E402
+
+from inferops.storage import Repository  # noqa: E402
+from twin.calls import SageMakerCalls  # noqa: E402
+from twin.faults import EventFaults  # noqa: E402
+from twin.runtime import Twin  # noqa: E402
+
+TERMINAL = {"SUCCEEDED", "FAILED", "ROLLED_BACK", "REFUSED", "ABORTED"}
+THROTTLING = 0.2
+SERVER_ERROR_RATE = 0.1
+LOSE = 0.1
+MAX_COPIES = 3
+UNHEALTHY_SHARE = 0.2
+ALARM_SHARE = 0.4
+POLL_SECONDS = 60.0
+MUTATING = ("Create", "Update", "Delete", "Stop", "Start")
+
+
+# ---------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    play: Callable[[Run], None]
+    functions: tuple[str, ...]  # Lambdas one of which crashes once
+    mutating: tuple[str, ...]  # SageMaker operations that may answer 5xx
+    limit_seconds: float  # virtual time after which a run that has not ended is a violation
+    alarms: bool = True  # the flow watches an alarm the scenario can force into ALARM
+    requests: bool = True  # the flow starts from one API request a client may repeat
+
+
+FLOWS: dict[str, Scenario] = {}
+
+
+def scenario(
+    name: str,
+    *,
+    functions: tuple[str, ...],
+    mutating: tuple[str, ...],
+    limit_seconds: float,
+    alarms: bool = True,
+    requests: bool = True,
+) -> Callable[[Callable[[Run], None]], Callable[[Run], None]]:
+    """Register a flow's scenario: a function that sets the flow up, starts it and drives it to its end."""
+
+    def register(play: Callable[[Run], None]) -> Callable[[Run], None]:
+        FLOWS[name] = Scenario(name, play, functions, mutating, limit_seconds, alarms, requests)
+        return play
+
+    return register
+
+
+# ---------------------------------------------------------------------- faults
+@dataclass
+class FaultPlan:
+    seed: int
+    server_errors: dict[str, str]
+    duplicate: float
+    reorder: float
+    crash: str
+    crash_at: float  # virtual seconds after the flow starts
+    unhealthy: bool
+    alarm_at: float | None
+    repeats: int  # extra copies of the client's request (same Idempotency-Key)
+
+    @classmethod
+    def draw(cls, flow: Scenario, seed: int) -> FaultPlan:
+        rng = random.Random(seed)
+        failing = rng.sample(flow.mutating, k=min(2, len(flow.mutating)))
+        crash = rng.choice(flow.functions)
+        crash_at = rng.uniform(0, 900)
+        return cls(
+            seed=seed,
+            server_errors={op: rng.choice(("InternalFailure", "ServiceUnavailable")) for op in failing},
+            duplicate=rng.uniform(0.2, 0.6),
+            reorder=rng.uniform(0.2, 0.6),
+            crash=crash,
+            crash_at=0.0 if crash == "ApiFunction" else crash_at,  # the API runs at the start: crash the POST
+            unhealthy=rng.random() < UNHEALTHY_SHARE,
+            alarm_at=rng.uniform(60, 1800) if rng.random() < ALARM_SHARE and flow.alarms else None,
+            repeats=rng.randint(0, 2) if flow.requests else 0,
+        )
+
+    def describe(self) -> str:
+        parts = [
+            f"throttle {THROTTLING:.0%}",
+            "5xx " + ",".join(f"{op}:{code}" for op, code in self.server_errors.items()),
+            f"events dup {self.duplicate:.0%} (<= x{MAX_COPIES}) reorder {self.reorder:.0%} lost {LOSE:.0%}",
+            f"crash {self.crash} @{self.crash_at:.0f}s",
+        ]
+        if self.unhealthy:
+            parts.append("unhealthy model")
+        if self.alarm_at is not None:
+            parts.append(f"alarm @{self.alarm_at:.0f}s")
+        if self.repeats:
+            parts.append(f"request x{self.repeats + 1}")
+        return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------- one run
+@dataclass
+class Run:
+    flow: Scenario
+    plan: FaultPlan
+    twin: Twin
+    calls: SageMakerCalls
+    rng: random.Random
+    violations: list[str] = field(default_factory=list)
+    outcome: str = ""
+    reason: str = ""
+    started: float = 0.0
+    samples: int = 0
+
+    def check(self, ok: bool, invariant: str, detail: str) -> None:
+        if not ok:
+            self.violations.append(f"{invariant}: {detail}")
+
+    def arm(self) -> None:
+        """Turn the faults on (after the set-up, which a real team does on a good day) and schedule the rest."""
+        faults = self.twin.faults
+        faults.sagemaker_errors = {"*": ("ThrottlingException", THROTTLING)}
+        faults.sagemaker_errors.update({op: (code, SERVER_ERROR_RATE) for op, code in self.plan.server_errors.items()})
+        faults.events = EventFaults(
+            lose=LOSE, duplicate=self.plan.duplicate, max_copies=MAX_COPIES, reorder=self.plan.reorder
+        )
+        self.started = self.twin.clock.now()
+        crash = self.plan.crash
+        if self.plan.crash_at <= 0:
+            faults.crash_once(crash)
+        else:
+            self.at(self.plan.crash_at, lambda: faults.crash_once(crash), "chaos crash")
+
+    def calm(self) -> None:
+        """Faults off: the end-of-run reads are the harness's, not part of the scenario."""
+        self.twin.faults.sagemaker_errors = {}
+        self.twin.faults.events = EventFaults()
+
+    def at(self, offset: float, action: Callable[[], None], name: str) -> None:
+        self.twin.clock.call_at(self.started + offset, action, name=name)
+
+    # ------------------------------------------------------------------ reads that survive the faults
+    def sagemaker(self, operation: str, **params: Any) -> dict[str, Any]:
+        """A harness read, retried like an SDK would when throttled."""
+        client = self.twin.client("sagemaker")
+        for attempt in range(20):
+            try:
+                result: dict[str, Any] = getattr(client, operation)(**params)
+                return result
+            except ClientError as error:
+                if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400) < 500 and error.response[
+                    "Error"
+                ]["Code"] not in ("ThrottlingException",):
+                    raise
+                time.sleep(0.001 * attempt)
+        raise TimeoutError(f"{operation} kept failing")
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """An API call retried on 5xx (throttled downstream: 503; a crashed function: 502), as the CLI does."""
+        for _ in range(10):
+            status, reply = self.twin.api_request(method, path, body=body, headers=headers, query=query)
+            if status < 500:
+                return status, reply
+        return status, reply
+
+    def post(self, path: str, body: dict[str, Any]) -> str:
+        """Start an operation; the client sends the same request `repeats` more times (one Idempotency-Key)."""
+        headers = {"Idempotency-Key": f"chaos-{self.plan.seed}"}
+        ids = []
+        for _ in range(1 + self.plan.repeats):
+            status, reply = self.api("POST", path, body, headers)
+            self.check(status == 202, "request accepted", f"POST {path} -> {status} {reply}")
+            if status == 202:
+                ids.append(str(reply["id"]))
+        self.check(len(set(ids)) <= 1, "one operation per request", f"the same request got ids {ids}")
+        if not ids:
+            raise Abandoned(f"POST {path} never accepted")
+        return ids[0]
+
+    def repo(self) -> Repository:
+        table = self.twin.template.physical("OperationsTable").ref
+        return Repository(table, client=self.twin.client("dynamodb"), clock=self.twin.clock.now)
+
+    # ------------------------------------------------------------------ driving an operation to its end
+    def drive(self, operation_id: str, serving: Callable[[], str], known: Callable[[], set[str]]) -> dict[str, Any]:
+        """Poll until the operation is terminal, sampling what the endpoint serves and the lock's lease."""
+        repo = self.repo()
+        deadline = 0.0
+        terminal_at = None
+        while True:
+            lock = repo.get_lock(ENDPOINT)
+            if lock is not None and lock.owner == operation_id:
+                deadline = max(deadline, lock.lease_expires_at)
+            served = serving()
+            self.samples += 1
+            self.check(served in known(), "serves a known config", f"{served} at +{self._elapsed():.0f}s")
+            record = repo.get_operation(operation_id)
+            if record.terminal:
+                terminal_at = self.twin.clock.now()
+                break
+            if self._elapsed() > self.flow.limit_seconds:
+                break
+            self.twin.clock.sleep(POLL_SECONDS)
+        self.check(terminal_at is not None, "terminal", f"{record.status} after {self._elapsed():.0f}s")
+        if terminal_at is not None and deadline:
+            self.check(
+                terminal_at <= deadline + POLL_SECONDS,
+                "terminal before its deadline",
+                f"ended {terminal_at - deadline:.0f}s after its lease",
+            )
+        self.twin.clock.sleep(POLL_SECONDS)  # closing events, the lock release
+        self.calm()
+        self.twin.clock.sleep(5)
+        self.outcome = str(record.status)
+        self.reason = str((record.result or {}).get("reason", ""))
+        self._check_execution(record.execution_arn)
+        lock = repo.get_lock(ENDPOINT)
+        self.check(lock is None, "lock released", f"{lock}")
+        return record.model_dump(mode="json")
+
+    def _check_execution(self, arn: str | None) -> None:
+        if arn is None:
+            return
+        sfn = self.twin.client("stepfunctions")
+        status = sfn.describe_execution(executionArn=arn)["status"]
+        self.check(status != "RUNNING", "execution ended", f"{arn} still RUNNING")
+        machine = arn.split(":execution:")[1].split(":")[0]
+        machine_arn = arn.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
+        started = sfn.list_executions(stateMachineArn=machine_arn)["executions"]
+        self.check(len(started) == 1, "one execution per request", f"{len(started)} executions of {machine}")
+
+    def _elapsed(self) -> float:
+        return self.twin.clock.now() - self.started
+
+    # ------------------------------------------------------------------ side effects
+    def check_side_effects(self) -> None:
+        seen: Counter[str] = Counter()
+        for call in self.calls.calls:
+            if call.function is None or call.status >= 400 or not call.operation.startswith(MUTATING):
+                continue
+            seen[call.operation + " " + json.dumps(call.params, sort_keys=True)] += 1
+        for key, n in seen.items():
+            self.check(n == 1, "no side effect twice", f"{n} x {key[:160]}")
+
+
+class Abandoned(Exception):
+    """The scenario could not go on (reported as a violation, the run ends)."""
+
+
+@dataclass
+class Result:
+    flow: str
+    seed: int
+    faults: str
+    injected: dict[str, int]
+    violations: list[str]
+    outcome: str
+    reason: str
+    virtual_seconds: float
+    wall_seconds: float
+    samples: int
+
+
+@contextmanager
+def _quiet(enabled: bool) -> Iterator[None]:
+    """The handlers log JSON to stdout: keep the report readable."""
+    if not enabled:
+        yield
+        return
+    with open(os.devnull, "w") as sink, redirect_stdout(sink), redirect_stderr(sink):
+        yield
+
+
+def run_one(flow_name: str, seed: int, *, quiet: bool = True) -> Result:
+    flow = FLOWS[flow_name]
+    plan = FaultPlan.draw(flow, seed)
+    w0 = time.perf_counter()
+    with _quiet(quiet), Twin(seed=seed, parameters={"LogLevel": "WARNING"}) as twin:
+        with SageMakerCalls(twin).installed() as calls:
+            run = Run(flow, plan, twin, calls, random.Random(seed ^ 0x5EED))
+            try:
+                flow.play(run)
+            except Abandoned as gave_up:
+                run.check(False, "scenario", str(gave_up))
+            run.check_side_effects()
+        injected = twin.faults.report()
+        virtual = twin.clock.now() - run.started
+    return Result(
+        flow_name,
+        seed,
+        plan.describe(),
+        injected,
+        run.violations,
+        run.outcome,
+        run.reason,
+        virtual,
+        time.perf_counter() - w0,
+        run.samples,
+    )
+
+
+# ---------------------------------------------------------------------- scenarios
+def _endpoint_config(run: Run) -> str:
+    return str(run.sagemaker("describe_endpoint", EndpointName=ENDPOINT)["EndpointConfigName"])
+
+
+def _created_configs(run: Run) -> set[str]:
+    return {f"{ENDPOINT}-v1"} | {
+        str((c.params or {}).get("EndpointConfigName")) for c in run.calls.effective("CreateEndpointConfig")
+    }
+
+
+def _deployment(run: Run, strategy: dict[str, Any]) -> None:
+    twin = run.twin
+    create_endpoint(twin)
+    if run.plan.unhealthy:
+        twin.sagemaker.set_model_health(f"{ENDPOINT}-v2", healthy=False)
+    run.arm()
+    operation = run.post("/deployments", deployment_request(strategy))
+    status, view = run.api("GET", f"/deployments/{operation}")
+    alarms = list((view.get("plan") or {}).get("alarms") or []) if status == 200 else []
+    if run.plan.alarm_at is not None and alarms:
+        alarm = run.rng.choice(alarms)
+        cloudwatch = twin.client("cloudwatch")
+        run.at(
+            run.plan.alarm_at,
+            lambda: cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="chaos"),
+            "chaos alarm",
+        )
+    record = run.drive(operation, lambda: _endpoint_config(run), lambda: _created_configs(run))
+    described = run.sagemaker("describe_endpoint", EndpointName=ENDPOINT)
+    target = (record.get("plan") or {}).get("new_endpoint_config_name")
+    expected = target if record["status"] == "SUCCEEDED" else f"{ENDPOINT}-v1"
+    served = (described["EndpointStatus"], described["EndpointConfigName"])
+    run.check(served == ("InService", expected), "serves what the outcome says", f"{record['status']} but {served}")
+
+
+@scenario(
+    "deployment-native",
+    functions=("DeploymentStepsFunction", "EndpointEventsFunction", "ApiFunction"),
+    mutating=("UpdateEndpoint", "CreateEndpointConfig", "CreateModel"),
+    limit_seconds=6 * 3600,
+)
+def deployment_native(run: Run) -> None:
+    strategy = {
+        "type": "canary",
+        "size": {"value": run.rng.choice([10, 25, 50])},
+        "bake_seconds": run.rng.choice([300, 600, 1200]),
+    }
+    _deployment(run, strategy)
+
+
+@scenario(
+    "deployment-managed",
+    functions=("DeploymentStepsFunction", "EndpointEventsFunction", "AlarmEventsFunction", "ApiFunction"),
+    mutating=("UpdateEndpoint", "UpdateEndpointWeightsAndCapacities", "CreateEndpointConfig"),
+    limit_seconds=8 * 3600,
+)
+def deployment_managed(run: Run) -> None:
+    strategy = {
+        "type": "managed",
+        "steps": run.rng.choice([[10, 100], [25, 50, 100]]),
+        "bake_seconds": run.rng.choice([300, 600, 900]),
+    }
+    _deployment(run, strategy)
+
+
+GUARD = f"{ENDPOINT}-shadow-guard"
+
+
+def _production_models(run: Run) -> str:
+    described = run.sagemaker("describe_endpoint", EndpointName=ENDPOINT)
+    config = run.sagemaker("describe_endpoint_config", EndpointConfigName=described["EndpointConfigName"])
+    if described["EndpointStatus"] == "Failed":
+        return "Failed"
+    return ",".join(sorted(v["ModelName"] for v in config["ProductionVariants"]))
+
+
+@scenario(
+    "shadow-test",
+    functions=("ShadowStepsFunction", "EndpointEventsFunction", "AlarmEventsFunction", "ApiFunction"),
+    mutating=("CreateInferenceExperiment", "UpdateInferenceExperiment", "StopInferenceExperiment", "CreateModel"),
+    limit_seconds=8 * 3600,
+)
+def shadow_test(run: Run) -> None:
+    twin = run.twin
+    create_endpoint(twin, count=2)
+    create_guard_alarm(twin, GUARD)
+    if run.plan.unhealthy:
+        twin.sagemaker.set_model_health(f"{ENDPOINT}-v2", healthy=False)
+    run.arm()
+    action = run.rng.choice(["promote", "discard"])
+    body = shadow_request(
+        sampling_steps=run.rng.choice([[100], [10, 100], [10, 50, 100]]), action=action, guard_alarms=[GUARD]
+    )
+    operation = run.post("/shadow-tests", body)
+    if run.plan.alarm_at is not None:
+        cloudwatch = twin.client("cloudwatch")
+        run.at(
+            run.plan.alarm_at,
+            lambda: cloudwatch.set_alarm_state(AlarmName=GUARD, StateValue="ALARM", StateReason="chaos"),
+            "chaos alarm",
+        )
+    known = {f"{ENDPOINT}-v1", f"{ENDPOINT}-v2"}
+    record = run.drive(operation, lambda: _production_models(run), lambda: known)
+    promoted = record["status"] == "SUCCEEDED" and (record.get("result") or {}).get("decision") == "promoted"
+    expected = f"{ENDPOINT}-v2" if promoted else f"{ENDPOINT}-v1"
+    served = _production_models(run)
+    run.check(served == expected, "serves what the outcome says", f"{record['status']} but {served}")
+    experiments = run.calls.effective("StopInferenceExperiment")
+    run.check(len(experiments) <= 1, "one promotion or discard", f"{len(experiments)} StopInferenceExperiment")
+
+
+ASYNC_ENDPOINT = "doc-ocr-async"
+ASYNC_BUCKET = "acme-ml-async"
+
+
+@scenario(
+    "async-results",
+    functions=("AsyncResultsFunction",),
+    mutating=("InvokeEndpointAsync",),
+    limit_seconds=3 * 3600,
+    alarms=False,
+    requests=False,
+)
+def async_results(run: Run) -> None:
+    twin = run.twin
+    s3, sns = twin.client("s3"), twin.client("sns")
+    requests = run.rng.randint(8, 20)
+    with twin.busy():
+        s3.create_bucket(Bucket=ASYNC_BUCKET)
+        for n in range(requests):
+            s3.put_object(Bucket=ASYNC_BUCKET, Key=f"input/{n}.json", Body=json.dumps({"page": n}).encode())
+        create_async_endpoint(twin, ASYNC_ENDPOINT, ASYNC_BUCKET)
+    twin.clock.sleep(60)
+    received = _notifications(twin)
+    run.arm()
+    if run.plan.unhealthy:  # the model fails its health check for a while: those requests fail, still indexed
+        run.at(run.rng.uniform(0, 120), lambda: twin.sagemaker.set_model_health("ocr-v1", healthy=False), "sick")
+        run.at(run.rng.uniform(180, 600), lambda: twin.sagemaker.set_model_health("ocr-v1", healthy=True), "well")
+    runtime = twin.client("sagemaker-runtime")
+    accepted = []
+    for n in range(requests):
+        for _ in range(20):  # the client retries throttling and 5xx with the same InferenceId
+            try:
+                runtime.invoke_endpoint_async(
+                    EndpointName=ASYNC_ENDPOINT,
+                    InputLocation=f"s3://{ASYNC_BUCKET}/input/{n}.json",
+                    InferenceId=f"r{n}",
+                )
+            except ClientError:
+                continue
+            accepted.append(f"r{n}")
+            break
+        twin.clock.sleep(run.rng.uniform(0, 20))
+    twin.clock.sleep(300)
+    # SNS delivers at least once and in any order: each notification again, up to twice more, shuffled
+    success, failure = (twin.template.physical(t).ref for t in ("AsyncSuccessTopic", "AsyncErrorTopic"))
+    again = [b for b in _notifications(twin)[len(received) :] for _ in range(run.rng.randint(0, MAX_COPIES - 1))]
+    run.rng.shuffle(again)
+    for body in again:
+        topic = success if body.get("invocationStatus") == "Completed" else failure
+        sns.publish(TopicArn=topic, Message=json.dumps(body))
+        twin.clock.sleep(run.rng.uniform(0, 5))
+    run.twin.faults.counts["sns.redelivered"] += len(again)
+    twin.clock.sleep(3 * 180 + 120)  # a crashed batch comes back after the visibility timeout
+    run.calm()
+    lost = [i for i in accepted if run.api("GET", f"/async-results/{i}")[0] != 200]
+    run.check(not lost, "no async result lost", f"{len(lost)} of {len(accepted)}: {lost[:5]}")
+    status, stats = run.api("GET", f"/endpoints/{ASYNC_ENDPOINT}/async-stats", query={"hours": "6"})
+    counted = (stats.get("completed", 0) + stats.get("failed", 0)) if status == 200 else -1
+    run.check(counted == len(accepted), "each result counted once", f"{counted} counted for {len(accepted)}")
+    dead = twin.template.queues["AsyncResultsDeadLetters"].url
+    letters = twin.client("sqs").get_queue_attributes(QueueUrl=dead, AttributeNames=["ApproximateNumberOfMessages"])
+    n_dead = int(letters["Attributes"]["ApproximateNumberOfMessages"])
+    run.check(n_dead == 0, "nothing dead-lettered", f"{n_dead} SageMaker notification(s) in the dead-letter queue")
+    run.outcome = f"{len(accepted)} results, {stats.get('failed', '?')} failed"
+
+
+def _notifications(twin: Twin) -> list[dict[str, Any]]:
+    """SageMaker's notifications (not TestNotification) the results function received, first receipt only."""
+    found: dict[str, dict[str, Any]] = {}
+    for invocation in twin.lambdas.of("AsyncResultsFunction"):
+        for record in invocation.event["Records"]:
+            try:
+                body = json.loads(record["body"])
+                message = json.loads(body["Message"]) if "Message" in body else body
+            except (ValueError, KeyError):
+                continue
+            if message.get("inferenceId"):
+                found.setdefault(str(message["inferenceId"]), message)
+    return list(found.values())
+
+
+# ---------------------------------------------------------------------- the suite
+def _seeds(flows: list[str], base: int, runs: int) -> list[tuple[str, int]]:
+    return [(flows[i % len(flows)], base + i) for i in range(runs)]
+
+
+def suite(flows: list[str], base: int, runs: int, budget: float, workers: int) -> list[Result]:
+    """Run up to `runs` scenarios (flows in turn), starting none after `budget` wall seconds."""
+    began = time.perf_counter()
+    todo = _seeds(flows, base, runs)
+    results: list[Result] = []
+    if workers <= 1:
+        for flow, seed in todo:
+            if time.perf_counter() - began > budget:
+                break
+            results.append(_report(run_one(flow, seed)))
+        return results
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        pending: set[Future[Result]] = set()
+        while todo or pending:
+            while todo and len(pending) < workers and time.perf_counter() - began <= budget:
+                flow, seed = todo.pop(0)
+                pending.add(pool.submit(run_one, flow, seed))
+            if not pending:
+                break
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            results += [_report(f.result()) for f in done]
+    return results
+
+
+def _report(result: Result) -> Result:
+    mark = "ok  " if not result.violations else "FAIL"
+    print(
+        f"{mark} {result.flow:<19} seed {result.seed:<6} {result.outcome:<24} "
+        f"{result.virtual_seconds / 60:5.0f} min virtual {result.wall_seconds:5.1f} s wall | {result.faults}",
+        flush=True,
+    )
+    if result.reason:
+        print(f"     reason: {result.reason[:150]}", flush=True)
+    for violation in result.violations:
+        print(f"     violation: {violation}", flush=True)
+    return result
+
+
+def summarize(results: list[Result], wall: float) -> None:
+    print()
+    print(f"{'flow':<20} {'runs':>5} {'violations':>10}  outcomes")
+    for flow in sorted({r.flow for r in results}):
+        mine = [r for r in results if r.flow == flow]
+        outcomes = Counter(r.outcome.split(" ")[0] if r.flow != "async-results" else "indexed" for r in mine)
+        bad = sum(len(r.violations) for r in mine)
+        print(f"{flow:<20} {len(mine):>5} {bad:>10}  " + ", ".join(f"{k} {n}" for k, n in outcomes.most_common()))
+    injected: Counter[str] = Counter()
+    for r in results:
+        for key, n in r.injected.items():
+            family = key.split(".")[0] + "." + key.split(".")[-1] if key.startswith("sagemaker.") else key
+            injected[family] += n
+    print("faults injected: " + ", ".join(f"{k} {n}" for k, n in sorted(injected.items())))
+    violations = sum(len(r.violations) for r in results)
+    failed = sum(1 for r in results if r.violations)
+    print(f"{len(results)} runs, {failed} with violations, {violations} violations, {wall:.0f} s wall")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--budget", type=float, default=1800, help="start no run after this many wall seconds")
+    parser.add_argument("--seed", type=int, default=None, help="first seed (default: drawn and printed)")
+    parser.add_argument("--flow", action="append", choices=sorted(FLOWS), help="repeatable; default: every flow")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    args = parser.parse_args(argv)
+    base = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
+    flows = args.flow or sorted(FLOWS)
+    print(f"chaos: seed {base}, {args.runs} runs over {', '.join(flows)}, budget {args.budget:.0f} s")
+    print(f"  replay run i: python tests/chaos/chaos.py --seed {base}+i --runs 1 --flow <its flow>")
+    w0 = time.perf_counter()
+    results = suite(flows, base, args.runs, args.budget, args.workers)
+    summarize(results, time.perf_counter() - w0)
+    return 1 if any(r.violations for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Benchmark: what orchestration costs per flow as the bake or test gets longer (goal: flat), on the twin.
+
+Not a pytest test. Run: .venv/bin/python tests/perf/bench_cost.py (`--quick`: the two shortest durations per
+flow). For each flow (`FLOWS`: one row builder per flow, reusing bench_deployment's and bench_shadow's runs) and
+duration it prints Step Functions state transitions (the `*StateEntered` events AWS bills), Lambda invocations,
+AWS API calls made by InferOps' functions (every service, counted at botocore's client entry point:
+`twin.calls.ApiCalls`; Step Functions' own service integrations are not Lambda calls and are left out), and the
+Step Functions cost of one operation at $25 per million transitions (Standard workflows, us-east-1 list price;
+the free tier ignored). Durations beyond a flow's limits are skipped and said so: a native bake is at most
+3600 s (SageMaker's WaitIntervalInSeconds), a shadow test at least 1 hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+for _path in (ROOT, ROOT / "tests" / "perf", ROOT / "tests" / "flows", ROOT / "layers" / "shared"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import bench_deployment  # noqa: E402
+import bench_shadow  # noqa: E402
+from flowkit import create_endpoint, request  # noqa: E402
+
+from twin.calls import ApiCalls, SageMakerCalls  # noqa: E402
+from twin.runtime import Twin  # noqa: E402
+
+PRICE_PER_TRANSITION = 25 / 1_000_000
+DURATIONS = (600, 3600, 6 * 3600, 24 * 3600)
+GOAL_GROWTH = 1.05
+
+
+@dataclass
+class Row:
+    flow: str
+    seconds: int
+    outcome: str
+    transitions: int
+    invocations: int
+    api_calls: int
+    wall_seconds: float
+
+    @property
+    def cost(self) -> float:
+        return self.transitions * PRICE_PER_TRANSITION
+
+
+def _deployment(flow: str, strategy: dict[str, object], seconds: int) -> Row:
+    """One deployment through bench_deployment's measurement (its transitions and invocations), API calls counted."""
+    w0 = time.perf_counter()
+    with ApiCalls().installed() as api, Twin() as twin:
+        create_endpoint(twin)
+        with SageMakerCalls(twin).installed() as calls:
+            limit = 4 * seconds + 4 * 3600
+            measured, _ = bench_deployment.measure(
+                twin, calls, request(strategy), flow, poll=max(60.0, seconds / 20), limit=limit
+            )
+    # from the POST to the execution's end, as bench_deployment counts invocations (not the final GET)
+    counted = api.between(measured.posted_at, measured.posted_at + measured.virtual_seconds + 1)
+    return Row(
+        flow,
+        seconds,
+        measured.status,
+        measured.transitions,
+        sum(measured.invocations.values()),
+        len(counted),
+        time.perf_counter() - w0,
+    )
+
+
+def native_canary(seconds: int) -> Row | None:
+    if seconds > 3600:
+        return None
+    strategy = {"type": "canary", "size": {"value": 25}, "bake_seconds": seconds}
+    return _deployment("deployment: native canary 25 %", strategy, seconds)
+
+
+def managed_canary(seconds: int) -> Row | None:
+    strategy = {"type": "managed", "steps": [25, 100], "bake_seconds": seconds}
+    return _deployment("deployment: managed canary 25 % + analysis", strategy, seconds)
+
+
+def shadow_test(seconds: int) -> Row | None:
+    if seconds < 3600:
+        return None
+    w0 = time.perf_counter()
+    with ApiCalls().installed() as api:
+        measured = bench_shadow.run(seconds / 86400)
+    return Row(
+        "shadow test, 10/50/100 %, promote",
+        seconds,
+        measured.status,
+        measured.transitions,
+        sum(measured.invocations.values()),
+        len(api.calls),
+        time.perf_counter() - w0,
+    )
+
+
+FLOWS: dict[str, Callable[[int], Row | None]] = {
+    "native": native_canary,
+    "managed": managed_canary,
+    "shadow": shadow_test,
+}
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds // 3600} h" if seconds >= 3600 else f"{seconds // 60} min"
+
+
+def report(rows: list[Row], skipped: list[str]) -> None:
+    print("Orchestration cost per operation as the bake (deployments) or the test (shadow) grows")
+    print(
+        f"  {'flow':<44} {'duration':>8} {'outcome':>10} {'transitions':>11} {'Lambda inv.':>11} "
+        f"{'AWS calls':>9} {'SFN cost':>10} {'wall':>7}"
+    )
+    for row in rows:
+        print(
+            f"  {row.flow:<44} {_duration(row.seconds):>8} {row.outcome:>10} {row.transitions:>11} "
+            f"{row.invocations:>11} {row.api_calls:>9} {'$' + format(row.cost, '.6f'):>10} {row.wall_seconds:>6.0f}s"
+        )
+    for flow in dict.fromkeys(r.flow for r in rows):
+        mine = [r for r in rows if r.flow == flow]
+        if len(mine) < 2:
+            continue
+        growth = mine[-1].transitions / mine[0].transitions if mine[0].transitions else float("inf")
+        verdict = "PASS" if growth <= GOAL_GROWTH else "MISS"
+        print(
+            f"  {flow}: transitions {_duration(mine[-1].seconds)} / {_duration(mine[0].seconds)} = {growth:.2f} "
+            f"(goal <= {GOAL_GROWTH}, flat): {verdict}; Lambda invocations {mine[0].invocations} -> "
+            f"{mine[-1].invocations}, AWS calls {mine[0].api_calls} -> {mine[-1].api_calls}"
+        )
+    for note in skipped:
+        print(f"  skipped: {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the two shortest durations per flow")
+    parser.add_argument("--flow", action="append", choices=sorted(FLOWS), help="repeatable; default: every flow")
+    args = parser.parse_args()
+    w0 = time.perf_counter()
+    rows: list[Row] = []
+    skipped: list[str] = []
+    sink = open(os.devnull, "w")  # noqa: SIM115 - the handlers' loggers keep the stream they were given
+    with redirect_stdout(sink), redirect_stderr(sink):
+        for name in args.flow or list(FLOWS):
+            done = 0
+            for seconds in DURATIONS:
+                if args.quick and done == 2:
+                    break
+                row = FLOWS[name](seconds)
+                if row is None:
+                    skipped.append(f"{name} at {_duration(seconds)} (outside the flow's limits)")
+                    continue
+                rows.append(row)
+                done += 1
+    report(rows, skipped)
+    print(f"\ntotal wall time {time.perf_counter() - w0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
