@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.text import Text
 
 from inferops_cli import render
 from inferops_cli.client import LOCAL_PORT, Api, ApiError, Target, Unreachable, connect
@@ -534,7 +535,7 @@ def scale_enable(
     if awake:
         body["schedule"] = {**_awake_hours(cli, awake), "timezone": timezone}
     reply = cli.call("PUT", f"/endpoints/{endpoint}/scale-to-zero", body=body)
-    cli.show(reply, lambda r: render.record(r, title=f"scale to zero on {endpoint}"))
+    cli.show(reply, _scaling_started)
 
 
 _DAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
@@ -557,12 +558,17 @@ def _awake_hours(cli: Cli, text: str) -> dict[str, Any]:
     return {"days": list(dict.fromkeys(days)), "start": start, "end": end}
 
 
+def _scaling_started(operation: Mapping[str, Any]) -> RenderableType:
+    follow = f"follow it: inferops scale status {operation.get('endpoint')}"
+    return Group(render.scaling_operation(operation), Text(follow, style="dim"))
+
+
 @scale_app.command("disable")
 def scale_disable(ctx: typer.Context, endpoint: Annotated[str, typer.Argument(help="endpoint name")]) -> None:
     """Stop scaling an endpoint to zero (DELETE /endpoints/{name}/scale-to-zero)."""
     cli = _cli(ctx)
     reply = cli.call("DELETE", f"/endpoints/{endpoint}/scale-to-zero")
-    cli.show(reply, lambda r: render.record(r, title=f"scale to zero off on {endpoint}"))
+    cli.show(reply, _scaling_started)
 
 
 @scale_app.command("wake")
@@ -570,7 +576,7 @@ def scale_wake(ctx: typer.Context, endpoint: Annotated[str, typer.Argument(help=
     """Wake a scaled-in endpoint now, instead of waiting for the alarm (POST /endpoints/{name}/wake)."""
     cli = _cli(ctx)
     reply = cli.call("POST", f"/endpoints/{endpoint}/wake")
-    cli.show(reply, lambda r: render.record(r, title=f"waking {endpoint}"))
+    cli.show(reply, lambda r: Group(Text(str(r.get("reason"))), _scaling_started(r.get("operation") or {})))
 
 
 @scale_app.command("park")
@@ -578,7 +584,7 @@ def scale_park(ctx: typer.Context, endpoint: Annotated[str, typer.Argument(help=
     """Park a classic endpoint now: record it exactly, then delete it (POST /endpoints/{name}/park)."""
     cli = _cli(ctx)
     reply = cli.call("POST", f"/endpoints/{endpoint}/park")
-    cli.show(reply, lambda r: render.record(r, title=f"parking {endpoint}"))
+    cli.show(reply, _scaling_started)
 
 
 @scale_app.command("status")
@@ -586,7 +592,7 @@ def scale_status(ctx: typer.Context, endpoint: Annotated[str, typer.Argument(hel
     """An endpoint's capacity and scale-to-zero state (GET /endpoints/{name})."""
     cli = _cli(ctx)
     reply = cli.call("GET", f"/endpoints/{endpoint}")
-    cli.show(reply, lambda r: render.record(r, title=endpoint))
+    cli.show(reply, render.endpoint)
 
 
 @app.command()
@@ -601,8 +607,12 @@ def cost(
     def view(r: Mapping[str, Any]) -> RenderableType:
         endpoints = r.get("endpoints")
         if isinstance(endpoints, list) and endpoints:
-            columns = list(dict.fromkeys(k for e in endpoints for k in e))
-            return render.rows(endpoints, columns, title=f"cost over {days} days")
+            columns = ("endpoint", "kind", "instance_type", "hours", "idle_hours", "idle_cost_usd", "zero_hours")
+            title = (
+                f"cost over {days} days: idle ${r.get('idle_cost_usd')}, saved by scale to zero ${r.get('saved_usd')}"
+                f" (prices of {r.get('price_snapshot')})"
+            )
+            return render.rows(endpoints, (*columns, "saved_usd"), title=title)
         return render.record(r, title=f"cost over {days} days")
 
     cli.show(report, view)

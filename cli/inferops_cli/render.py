@@ -253,3 +253,54 @@ def rows(items: Iterable[Mapping[str, Any]], columns: Sequence[str], *, title: s
 def error_panel(message: str, details: RenderableType | None = None) -> RenderableType:
     body: RenderableType = Group(Text(message), details) if details is not None else Text(message)
     return Panel(body, title="refused" if details is not None else "error", border_style="red", expand=False)
+
+
+def scaling_operation(view: Mapping[str, Any]) -> RenderableType:
+    """A scale-to-zero operation (enable, disable, wake, park, unpark): what, its status, its latest events."""
+    header = _header(f"{view.get('action', 'scaling')} of", view, f"({view.get('trigger')})")
+    parts: list[RenderableType] = [header]
+    if view.get("timeline"):
+        parts.append(timeline_table(view["timeline"]))
+    parts.extend(_outcome(view))
+    return Group(*parts)
+
+
+def endpoint(view: Mapping[str, Any]) -> RenderableType:
+    """GET /endpoints/{name}: kind and capacity, the scale-to-zero state, the last wake, idle cost, last operation."""
+    table = Table(show_header=False, show_edge=False, pad_edge=False, title=str(view.get("name")), title_justify="left")
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    capacity = view.get("capacity") or {}
+    copies = capacity.get("copies") or {}
+    held = f"{capacity.get('instances', 0)} instance(s)" + "".join(f", {n}: {c} copies" for n, c in copies.items())
+    table.add_row("endpoint", Text.assemble(f"{view.get('kind') or 'unknown kind'}  ", status_text(view.get("status"))))
+    table.add_row("capacity", held)
+    stz = view.get("scale_to_zero")
+    if stz:
+        state = "parked" if stz.get("parked") else "at zero" if stz.get("at_zero") else "awake"
+        settings = {k: v for k, v in (stz.get("settings") or {}).items() if v is not None}
+        table.add_row("scale to zero", f"enabled {_clock(stz.get('enabled_at'))}, {state}; {_value(settings)}")
+        if stz.get("alarms"):
+            table.add_row("wake alarms", ", ".join(stz["alarms"]))
+    else:
+        table.add_row("scale to zero", "off")
+    wake = view.get("last_wake") or {}
+    if wake:
+        table.add_row("last wake", f"{wake.get('seconds')} s to serve ({wake.get('trigger')})")
+    cost = view.get("idle_cost") or {}
+    if cost:
+        table.add_row(
+            "last 7 days",
+            f"{cost.get('idle_hours')} idle h = ${cost.get('idle_cost_usd')}; {cost.get('zero_hours')} h at zero "
+            f"saved ${cost.get('saved_usd')} (at ${cost.get('price_usd_per_hour')}/h)",
+        )
+    operation = view.get("operation") or {}
+    if operation:
+        reason = (operation.get("result") or {}).get("reason") or ""
+        table.add_row(
+            "last operation",
+            Text.assemble(
+                f"{operation.get('action')} {operation.get('id')} ", status_text(operation.get("status")), f" {reason}"
+            ),
+        )
+    return table

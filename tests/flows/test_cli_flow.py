@@ -20,6 +20,7 @@ from inferops_cli.client import Api
 from inferops_cli.main import ExitCode, app
 from scripts.openapi import DOCUMENT
 from twin.cloudwatch_traffic import ModelProfile
+from twin.demo import create_ic_endpoint
 from twin.runtime import Twin
 from twin.server import TwinServer
 
@@ -56,6 +57,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Twin, str
                 create_endpoint(twin, name=name, count=2, rpm=60)
             create_endpoint(twin, name="cli-bad", count=2)  # enough traffic for the judge
             twin.cloudwatch.set_model_profile("cli-bad-v2", ModelProfile.bad())
+            create_ic_endpoint(twin, "cli-chat", "cli-chat-llm")
             yield twin, server.url
 
 
@@ -191,6 +193,37 @@ def test_shadow_test_start_status_and_discard(served: tuple[Twin, str]) -> None:
     assert watched.exit_code == ExitCode.ROLLED_BACK  # ABORTED: production kept
     assert as_json(watched)["status"] == "ABORTED" and "not today" in as_json(watched)["result"]["reason"]
     assert "shadow test" in shown.stdout and "ABORTED" in shown.stdout
+
+
+def test_scale_to_zero_enable_status_cost_and_disable(served: tuple[Twin, str]) -> None:
+    twin, url = served
+
+    def settled() -> dict[str, Any]:
+        status = inferops(url, "--json", "scale", "status", "cli-chat")
+        assert status.exit_code == ExitCode.OK, status.stderr
+        view: dict[str, Any] = as_json(status)
+        return view
+
+    def done() -> bool:
+        return (settled().get("operation") or {}).get("status") in {"SUCCEEDED", "FAILED"}
+
+    enabled = inferops(url, "scale", "enable", "cli-chat", "--max-copies", "2")
+    wait_for(twin, done, limit=3600)
+    on = settled()
+    park = inferops(url, "scale", "park", "cli-chat")  # parking is for classic endpoints only
+    cost = inferops(url, "--json", "cost", "--days", "1")
+    disabled = inferops(url, "scale", "disable", "cli-chat")
+    wait_for(twin, lambda: done() and settled()["operation"]["id"] != on["operation"]["id"], limit=3600)
+    off = settled()
+
+    assert enabled.exit_code == ExitCode.OK, enabled.stderr
+    assert "enable of op-" in enabled.stdout and "on cli-chat  PENDING" in enabled.stdout
+    assert on["kind"] == "inference-component" and on["operation"]["status"] == "SUCCEEDED"
+    assert on["scale_to_zero"] is not None
+    assert park.exit_code == ExitCode.REFUSED and "Traceback" not in park.stderr
+    assert cost.exit_code == ExitCode.OK and "cli-chat" in cost.stdout
+    assert disabled.exit_code == ExitCode.OK, disabled.stderr
+    assert off["operation"]["status"] == "SUCCEEDED" and off["scale_to_zero"] is None
 
 
 def test_catalog_results_and_unknown_things(served: tuple[Twin, str]) -> None:

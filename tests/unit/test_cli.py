@@ -121,7 +121,7 @@ def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
 
 
 def test_scale_enable_sends_the_policy_signed_and_prints_the_reply(fake: FakeApi) -> None:
-    reply = {"endpoint": "chat", "kind": "inference_components", "idle_minutes": 15, "status": "ENABLED"}
+    reply = {"id": "op-1", "endpoint": "chat", "action": "enable", "trigger": "request", "status": "PENDING"}
     fake.replies[("PUT", "/endpoints/chat/scale-to-zero")] = (200, reply)
     schedule = "--awake", "SAT-MON 08:00-18:00", "--timezone", "Europe/Paris"
     shown = run(
@@ -130,7 +130,7 @@ def test_scale_enable_sends_the_policy_signed_and_prints_the_reply(fake: FakeApi
     as_json = run("--api-url", fake.url, "--json", "scale", "enable", "chat", "--idle-minutes", "15")
 
     assert shown.exit_code == ExitCode.OK, shown.stderr
-    assert "ENABLED" in shown.stdout and "inference_components" in shown.stdout
+    assert "enable of op-1 on chat  PENDING" in shown.stdout and "inferops scale status chat" in shown.stdout
     first = fake.seen[0]
     assert (first.method, first.path, first.signature_ok, first.service) == (
         "PUT",
