@@ -10,16 +10,18 @@ fault schedule is the same, thread interleavings may differ):
 - events on the bus: duplicated (up to x3), reordered, 10 % lost;
 - one Lambda crash (Runtime.ExitError) of one of the flow's functions at a random moment;
 - sometimes an unhealthy model (it fails its health check), sometimes an alarm forced into ALARM at a random
-  moment (a deployment's rollback alarm, a shadow test's guard alarm);
+  moment (a deployment's rollback alarm, a shadow test's guard alarm; the scale-to-zero flows have none: their
+  own alarm is what wakes them, and they ignore the unhealthy model);
 - clients retry what is throttled, and send the same request again (same Idempotency-Key) up to twice.
 
 Invariants (`Run.violations` names each broken one):
 - no side effect twice: InferOps' state-changing SageMaker calls that SageMaker accepted never repeat with the
   same parameters in one run (no second UpdateEndpoint to one config, no second weights change, promotion or
-  experiment start/stop); one request starts one execution;
+  experiment start/stop); one request starts one execution; one wake per burst of requests (the client's
+  repeated wake requests and the scale-from-zero alarm's events);
 - every operation reaches a terminal state before its deadline (the lock lease it took), its execution ends;
 - the endpoint always serves a known config (sampled every poll: the original or one the operation created,
-  never Failed), and at the end the one the outcome says;
+  never Failed; a parked classic endpoint serves none), and at the end the one the outcome says;
 - the endpoint's lock is released;
 - async results: every accepted request's result is indexed and counted exactly once, none dead-lettered.
 
@@ -58,9 +60,12 @@ from flowkit import (  # noqa: E402
     shadow_request,
 )
 from flowkit import request as deployment_request  # noqa: E402
+from test_scaling_flow import ASYNC_ENDPOINT as ASYNC_SCALED  # noqa: E402
+from test_scaling_flow import CLASSIC, IC, IC_ENDPOINT, async_endpoint, scaling_operations  # noqa: E402
 
 from inferops.storage import Repository  # noqa: E402
 from twin.calls import SageMakerCalls  # noqa: E402
+from twin.demo import create_ic_endpoint  # noqa: E402
 from twin.faults import EventFaults  # noqa: E402
 from twin.runtime import Twin  # noqa: E402
 
@@ -176,17 +181,22 @@ class Run:
     def arm(self) -> None:
         """Turn the faults on (after the set-up, which a real team does on a good day) and schedule the rest."""
         faults = self.twin.faults
-        faults.sagemaker_errors = {"*": ("ThrottlingException", THROTTLING)}
-        faults.sagemaker_errors.update({op: (code, SERVER_ERROR_RATE) for op, code in self.plan.server_errors.items()})
-        faults.events = EventFaults(
-            lose=LOSE, duplicate=self.plan.duplicate, max_copies=MAX_COPIES, reorder=self.plan.reorder
-        )
+        self.storm()
         self.started = self.twin.clock.now()
         crash = self.plan.crash
         if self.plan.crash_at <= 0:
             faults.crash_once(crash)
         else:
             self.at(self.plan.crash_at, lambda: faults.crash_once(crash), "chaos crash")
+
+    def storm(self) -> None:
+        """SageMaker and event faults on (again, for a scenario that drives several operations in turn)."""
+        faults = self.twin.faults
+        faults.sagemaker_errors = {"*": ("ThrottlingException", THROTTLING)}
+        faults.sagemaker_errors.update({op: (code, SERVER_ERROR_RATE) for op, code in self.plan.server_errors.items()})
+        faults.events = EventFaults(
+            lose=LOSE, duplicate=self.plan.duplicate, max_copies=MAX_COPIES, reorder=self.plan.reorder
+        )
 
     def calm(self) -> None:
         """Faults off: the end-of-run reads are the harness's, not part of the scenario."""
@@ -246,13 +256,24 @@ class Run:
         return Repository(table, client=self.twin.client("dynamodb"), clock=self.twin.clock.now)
 
     # ------------------------------------------------------------------ driving an operation to its end
-    def drive(self, operation_id: str, serving: Callable[[], str], known: Callable[[], set[str]]) -> dict[str, Any]:
-        """Poll until the operation is terminal, sampling what the endpoint serves and the lock's lease."""
+    def drive(
+        self,
+        operation_id: str,
+        serving: Callable[[], str],
+        known: Callable[[], set[str]],
+        *,
+        endpoint: str = ENDPOINT,
+        executions: int = 1,
+    ) -> dict[str, Any]:
+        """Poll until the operation is terminal, sampling what the endpoint serves and the lock's lease.
+
+        `executions`: how many executions of the flow's state machine the run has started by then (one per
+        operation: a scale-to-zero run has an enable's and a wake's)."""
         repo = self.repo()
         deadline = 0.0
         terminal_at = None
         while True:
-            lock = repo.get_lock(ENDPOINT)
+            lock = repo.get_lock(endpoint)
             if lock is not None and lock.owner == operation_id:
                 deadline = max(deadline, lock.lease_expires_at)
             served = serving()
@@ -277,12 +298,12 @@ class Run:
         self.twin.clock.sleep(5)
         self.outcome = str(record.status)
         self.reason = str((record.result or {}).get("reason", ""))
-        self._check_execution(record.execution_arn)
-        lock = repo.get_lock(ENDPOINT)
+        self._check_execution(record.execution_arn, executions)
+        lock = repo.get_lock(endpoint)
         self.check(lock is None, "lock released", f"{lock}")
         return record.model_dump(mode="json")
 
-    def _check_execution(self, arn: str | None) -> None:
+    def _check_execution(self, arn: str | None, expected: int) -> None:
         if arn is None:
             return
         sfn = self.twin.client("stepfunctions")
@@ -291,7 +312,7 @@ class Run:
         machine = arn.split(":execution:")[1].split(":")[0]
         machine_arn = arn.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
         started = sfn.list_executions(stateMachineArn=machine_arn)["executions"]
-        self.check(len(started) == 1, "one execution per request", f"{len(started)} executions of {machine}")
+        self.check(len(started) == expected, "one execution per request", f"{len(started)} executions of {machine}")
 
     def _elapsed(self) -> float:
         return self.twin.clock.now() - self.started
@@ -554,6 +575,145 @@ def _notifications(twin: Twin) -> list[dict[str, Any]]:
             if message.get("inferenceId"):
                 found.setdefault(str(message["inferenceId"]), message)
     return list(found.values())
+
+
+# ---------------------------------------------------------------------- scale to zero
+def _instances(run: Run, endpoint: str) -> int:
+    variants = run.sagemaker("describe_endpoint", EndpointName=endpoint)["ProductionVariants"]
+    return sum(int(v.get("CurrentInstanceCount", 0)) for v in variants)
+
+
+def _copies(run: Run, component: str) -> int:
+    described = run.sagemaker("describe_inference_component", InferenceComponentName=component)
+    return int(described["RuntimeConfig"]["CurrentCopyCount"])
+
+
+def _served_config(run: Run, endpoint: str) -> str:
+    """The config the endpoint serves, "parked" while a parked classic endpoint does not exist."""
+    try:
+        described = run.sagemaker("describe_endpoint", EndpointName=endpoint)
+    except ClientError:
+        return "parked"
+    return "Failed" if described["EndpointStatus"] == "Failed" else str(described["EndpointConfigName"])
+
+
+def _scaling_operation(run: Run, endpoint: str, action: str, waited: float = 3 * 3600) -> str:
+    """The id of the endpoint's one `action` operation (waiting for the alarm or the sweep to start it)."""
+    run.twin.wait_for(lambda: any(o["action"] == action for o in scaling_operations(run.twin, endpoint)), 30, waited)
+    found = [o["id"] for o in scaling_operations(run.twin, endpoint) if o["action"] == action]
+    if not found:
+        raise Abandoned(f"no {action} operation on {endpoint}")
+    run.check(len(found) == 1, f"one {action}", f"{len(found)} {action} operations: {found}")
+    return found[-1]
+
+
+def _scale_to_zero(
+    run: Run,
+    endpoint: str,
+    settings: dict[str, Any],
+    *,
+    at_zero: Callable[[], bool],
+    arrive: Callable[[], None],
+    serving: Callable[[], bool],
+) -> None:
+    """Enable -> traffic stops -> zero (or parked) -> traffic arrives and the client asks for a wake, up to x3
+    at once -> exactly one wake -> serving the config it served before, everything under the run's faults."""
+    twin = run.twin
+    original = _served_config(run, endpoint)
+
+    def known() -> set[str]:  # the original config, one the enable created (minimum 0), or none while parked
+        created = run.calls.effective("CreateEndpointConfig")
+        return {original, "parked"} | {str((c.params or {}).get("EndpointConfigName")) for c in created}
+
+    run.arm()
+    status, reply = run.api("PUT", f"/endpoints/{endpoint}/scale-to-zero", settings)
+    run.check(status in (202, 409), "request accepted", f"PUT scale-to-zero -> {status} {reply}")  # 409: a retry
+    enabled = run.drive(
+        _scaling_operation(run, endpoint, "enable", 600),
+        lambda: _served_config(run, endpoint),
+        known,
+        endpoint=endpoint,
+    )
+    if enabled["status"] != "SUCCEEDED":  # the enable failed cleanly: the endpoint must still serve as before
+        run.check(_served_config(run, endpoint) == original, "serves what the outcome says", enabled["status"])
+        return
+    config = _served_config(run, endpoint)  # what it serves under scale to zero
+    run.storm()  # the enable's end turned the faults off: idling, parking and the wake run under them too
+    twin.cloudwatch.set_load_profile(endpoint, requests_per_minute=0)
+    twin.wait_for(at_zero, 300, 6 * 3600)
+    if not at_zero():
+        raise Abandoned(f"{endpoint} never reached zero")
+    arrive()
+    twin.clock.sleep(run.rng.uniform(0, 120))  # the client's wake requests race the alarm's
+    answers = [run.api("POST", f"/endpoints/{endpoint}/wake") for _ in range(1 + run.plan.repeats)]
+    woken = {str((reply.get("operation") or {}).get("id")) for status, reply in answers if status in (200, 202)}
+    started = [reply for status, reply in answers if status == 202 and reply.get("started")]
+    run.check(len(started) <= 1, "one wake per request burst", f"{len(started)} wake requests started one")
+    wake = _scaling_operation(run, endpoint, "wake")
+    run.check(woken <= {wake}, "one wake per request burst", f"requests saw wakes {woken}, the endpoint {wake}")
+    operations = len(scaling_operations(twin, endpoint))  # enable, (park,) wake: one execution each
+    record = run.drive(wake, lambda: _served_config(run, endpoint), known, endpoint=endpoint, executions=operations)
+    _scaling_operation(run, endpoint, "wake", 0)  # still one, once the burst and the alarm have settled
+    served = (_served_config(run, endpoint), record["status"] != "SUCCEEDED" or serving())
+    run.check(served == (config, True), "serves what the outcome says", f"{record['status']} but {served}")
+
+
+@scenario(
+    "scale-to-zero-components",
+    functions=("ScalingStepsFunction", "AlarmEventsFunction", "ApiFunction"),
+    mutating=("UpdateInferenceComponentRuntimeConfig", "UpdateEndpoint", "CreateEndpointConfig"),
+    limit_seconds=10 * 3600,
+    alarms=False,  # the flow's own alarm (no capacity) is what wakes it
+)
+def scale_to_zero_components(run: Run) -> None:
+    create_ic_endpoint(run.twin, IC_ENDPOINT, IC)
+    _scale_to_zero(
+        run,
+        IC_ENDPOINT,
+        {"max_copies": run.rng.choice([1, 2])},
+        at_zero=lambda: _copies(run, IC) == 0 and _instances(run, IC_ENDPOINT) == 0,
+        arrive=lambda: run.twin.cloudwatch.set_load_profile(IC_ENDPOINT, requests_per_minute=30),
+        serving=lambda: _copies(run, IC) >= 1,
+    )
+
+
+@scenario(
+    "scale-to-zero-async",
+    functions=("ScalingStepsFunction", "AlarmEventsFunction", "ApiFunction"),
+    mutating=("UpdateEndpointWeightsAndCapacities", "UpdateEndpoint", "CreateEndpointConfig"),
+    limit_seconds=10 * 3600,
+    alarms=False,
+)
+def scale_to_zero_async(run: Run) -> None:
+    async_endpoint(run.twin)
+    _scale_to_zero(
+        run,
+        ASYNC_SCALED,
+        {},
+        at_zero=lambda: _instances(run, ASYNC_SCALED) == 0,
+        arrive=lambda: run.twin.cloudwatch.set_load_profile(ASYNC_SCALED, requests_per_minute=10),
+        serving=lambda: _instances(run, ASYNC_SCALED) >= 1,
+    )
+
+
+@scenario(
+    "scale-to-zero-classic",
+    functions=("ScalingStepsFunction", "ScalingSweepFunction", "ApiFunction"),
+    mutating=("DeleteEndpoint", "CreateEndpoint"),
+    limit_seconds=10 * 3600,
+    alarms=False,
+)
+def scale_to_zero_classic(run: Run) -> None:
+    """A classic endpoint parked by the sweep once idle (deleted, its settings kept), woken on request."""
+    create_endpoint(run.twin, count=2, name=CLASSIC, rpm=600)
+    _scale_to_zero(
+        run,
+        CLASSIC,
+        {"idle_minutes": run.rng.choice([15, 30])},
+        at_zero=lambda: _served_config(run, CLASSIC) == "parked",
+        arrive=lambda: run.twin.cloudwatch.set_load_profile(CLASSIC, requests_per_minute=600),
+        serving=lambda: _instances(run, CLASSIC) == 2,
+    )
 
 
 # ---------------------------------------------------------------------- the suite

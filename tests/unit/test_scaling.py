@@ -222,6 +222,23 @@ def test_a_wake_alarm_while_another_operation_holds_the_endpoint_is_ignored(
     assert repo.claim_wake("chat", "op-next", 60) is None  # the claim was released
 
 
+def test_a_wake_alarm_reporting_the_gap_a_wake_just_filled_starts_no_second_wake(ddb_table: Repository) -> None:
+    """Found by the chaos suite: an async endpoint's alarm (two 1-minute periods) went into ALARM a minute after
+    a requested wake had served, and started a second wake for the same burst of requests."""
+    repo = ddb_table
+    alarm = "InferOps-ocr-HasBacklogWithoutCapacity"
+    woken = LastWake(operation_id="op-woke", trigger="request", requested_at=900.0, serving_at=1000.0, seconds=100.0)
+    _settings(repo, "ocr", last_wake=woken)
+    repo.put_wake_alarm(alarm, "ocr")
+    sfn, stub = _sfn_expecting(1)
+    late = scaling.wake_on_alarm(alarm, 1000.0 + scaling.WAKE_ALARM_LOOKBACK_SECONDS, repo, sfn, "arn:sm")
+    early = scaling.wake_on_alarm(alarm, 950.0, repo, sfn, "arn:sm")  # changed before it served, delivered late
+    fresh = scaling.wake_on_alarm(alarm, 1001.0 + scaling.WAKE_ALARM_LOOKBACK_SECONDS, repo, sfn, "arn:sm")
+    stub.assert_no_pending_responses()
+    assert late == early == {"action": "already_awake", "endpoint": "ocr", "operation": "op-woke"}
+    assert fresh is not None and fresh["action"] == "wake" and fresh["operation"] != "op-woke"
+
+
 # --- what the sweep decides ---------------------------------------------------------------------------
 class _Metrics:
     """GetMetricData answering `requests` per hour for every query."""

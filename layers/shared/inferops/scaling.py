@@ -117,6 +117,11 @@ ASYNC_ALARM: dict[str, Any] = {
     "TreatMissingData": "missing",
 }
 
+# A scale-from-zero alarm evaluates datapoints up to this long before it changes (its periods, plus one period
+# of metric delay): one that changes, or is delivered late, this soon after a wake served reports the gap that
+# wake filled, not new demand.
+WAKE_ALARM_LOOKBACK_SECONDS = max(a["Period"] * (a["EvaluationPeriods"] + 1) for a in (IC_ALARM, ASYNC_ALARM))
+
 Action = Literal["enable", "disable", "wake", "park", "unpark"]
 EndpointKind = Literal["inference-component", "async", "classic"]
 Day = Literal["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"]
@@ -1220,6 +1225,10 @@ def wake_on_alarm(
     endpoint = repo.wake_alarm_endpoint(alarm_name)
     if endpoint is None:
         return None
+    settings = load_settings(repo, endpoint)
+    woken = settings.last_wake if settings is not None else None
+    if woken is not None and changed_at <= woken.serving_at + WAKE_ALARM_LOOKBACK_SECONDS:
+        return {"action": "already_awake", "endpoint": endpoint, "operation": woken.operation_id}
     clients = Clients(
         repo=repo,
         sagemaker=None,  # type: ignore[arg-type]  # a wake's start needs only the table and Step Functions
