@@ -1,13 +1,16 @@
-"""Benchmark: what orchestration costs per flow as the bake or test gets longer (goal: flat), on the twin.
+"""Benchmark: what orchestration costs per flow as the bake, test, idle period or freeze grows (goal: flat), on
+the twin.
 
 Not a pytest test. Run: .venv/bin/python tests/perf/bench_cost.py (`--quick`: the two shortest durations per
-flow). For each flow (`FLOWS`: one row builder per flow, reusing bench_deployment's and bench_shadow's runs) and
+flow). For each flow (`FLOWS`: one row builder per flow, reusing bench_deployment's, bench_shadow's,
+bench_scaling's and bench_delivery's runs; the duration is a deployment's bake, a shadow test's length, how long
+an endpoint stayed idle at zero before a wake, a delivery's freeze window) and
 duration it prints Step Functions state transitions (the `*StateEntered` events AWS bills), Lambda invocations,
 AWS API calls made by InferOps' functions (every service, counted at botocore's client entry point:
 `twin.calls.ApiCalls`; Step Functions' own service integrations are not Lambda calls and are left out), and the
 Step Functions cost of one operation at $25 per million transitions (Standard workflows, us-east-1 list price;
 the free tier ignored). Durations beyond a flow's limits are skipped and said so: a native bake is at most
-3600 s (SageMaker's WaitIntervalInSeconds), a shadow test at least 1 hour.
+3600 s (SageMaker's WaitIntervalInSeconds), a shadow test at least 1 hour; the idle and freeze rows start at 1 hour.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -26,7 +30,9 @@ for _path in (ROOT, ROOT / "tests" / "perf", ROOT / "tests" / "flows", ROOT / "l
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+import bench_delivery  # noqa: E402
 import bench_deployment  # noqa: E402
+import bench_scaling  # noqa: E402
 import bench_shadow  # noqa: E402
 from flowkit import create_endpoint, request  # noqa: E402
 
@@ -36,6 +42,9 @@ from twin.runtime import Twin  # noqa: E402
 PRICE_PER_TRANSITION = 25 / 1_000_000
 DURATIONS = (600, 3600, 6 * 3600, 24 * 3600)
 GOAL_GROWTH = 1.05
+# A row that counts every invocation in its window leaves out the functions on a timer (template.yaml Schedule
+# events: they run for the whole fleet whatever the operations do) and the API, which the benchmark polls
+NOT_THE_FLOW = frozenset({"ScalingSweepFunction", "PriceRefreshFunction", "ApiFunction"})
 
 
 @dataclass
@@ -105,10 +114,53 @@ def shadow_test(seconds: int) -> Row | None:
     )
 
 
+def _operation_only(invocations: Counter[str]) -> int:
+    return sum(n for function, n in invocations.items() if function not in NOT_THE_FLOW)
+
+
+def wake_after_idle(seconds: int) -> Row | None:
+    """A requested wake of an inference-component endpoint idle at zero for `seconds` (bench_scaling's run):
+    the wake operation's execution, and the Lambda invocations and AWS calls from the request to its end."""
+    if seconds < 3600:
+        return None
+    w0 = time.perf_counter()
+    with ApiCalls().installed() as api:
+        woke = bench_scaling.run("inference-component", bench_scaling.MODES[2], idle_seconds=seconds)
+    return Row(
+        "scale to zero: wake after idle (IC endpoint)",
+        seconds,
+        "SUCCEEDED" if woke["recorded"] else "no wake",
+        woke["transitions"],
+        _operation_only(woke["invocations"]),
+        sum(1 for c in api.between(*woke["window"]) if c.function not in NOT_THE_FLOW),
+        time.perf_counter() - w0,
+    )
+
+
+def delivery(seconds: int) -> Row | None:
+    """A registry approval delivered to two stages under a freeze of `seconds` (bench_delivery's run)."""
+    if seconds < 3600:
+        return None
+    w0 = time.perf_counter()
+    with ApiCalls().installed() as api:
+        done = bench_delivery.run(seconds / 3600)
+    return Row(
+        "delivery: 2 stages, freeze",
+        seconds,
+        done.status,
+        done.transitions,
+        _operation_only(done.invocations),
+        sum(1 for c in api.between(done.approved_at, done.ended_at + 1) if c.function not in NOT_THE_FLOW),
+        time.perf_counter() - w0,
+    )
+
+
 FLOWS: dict[str, Callable[[int], Row | None]] = {
     "native": native_canary,
     "managed": managed_canary,
     "shadow": shadow_test,
+    "scale-to-zero": wake_after_idle,
+    "delivery": delivery,
 }
 
 
@@ -117,7 +169,10 @@ def _duration(seconds: int) -> str:
 
 
 def report(rows: list[Row], skipped: list[str]) -> None:
-    print("Orchestration cost per operation as the bake (deployments) or the test (shadow) grows")
+    print(
+        "Orchestration cost per operation as the bake (deployments), the test (shadow), the idle period before a "
+        "wake or the freeze (delivery) grows"
+    )
     print(
         f"  {'flow':<44} {'duration':>8} {'outcome':>10} {'transitions':>11} {'Lambda inv.':>11} "
         f"{'AWS calls':>9} {'SFN cost':>10} {'wall':>7}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -80,7 +81,10 @@ def _serving(twin: Twin, name: str) -> bool:
     return sum(int(v.get("CurrentInstanceCount", 0)) for v in variants) >= 1
 
 
-def run(kind: str, mode: str) -> dict[str, Any]:
+def run(kind: str, mode: str, *, idle_seconds: float = 0.0) -> dict[str, Any]:
+    """One wake `mode` of a `kind` endpoint, `idle_seconds` after it reached zero; the figures, and for the wake
+    operation (bench_cost's rows): its state transitions, the Lambda invocations per function from t0 to its end,
+    that window."""
     name = "chat" if kind == "inference-component" else "ocr"
     started = time.perf_counter()
     with redirect_stdout(StringIO()), Twin(parameters=QUIET) as twin:
@@ -98,6 +102,8 @@ def run(kind: str, mode: str) -> dict[str, Any]:
                 repo.delete_wake_alarm(alarm)
         twin.cloudwatch.set_load_profile(name, requests_per_minute=0)
         twin.wait_for(lambda: _view(twin, name)["capacity"]["instances"] == 0, step=120, limit=24 * 3600)
+        twin.clock.sleep(idle_seconds)
+        t0 = twin.clock.now()
         twin.cloudwatch.set_load_profile(name, requests_per_minute=10)
         if mode == MODES[2]:
             twin.api_request("POST", f"/endpoints/{name}/wake")
@@ -110,7 +116,15 @@ def run(kind: str, mode: str) -> dict[str, Any]:
             if i.event.get("action") == "begin" and i.event["state"]["action"] == "wake"
         ]
         recorded = _view(twin, name)["last_wake_seconds"]
+        repo = Repository(twin.template.physical("OperationsTable").ref, client=twin.client("dynamodb"))
+        arns = [repo.get_operation(w.event["state"]["operation_id"]).execution_arn for w in wakes]
+        history = [e for arn in arns if arn for e in twin.history(arn)]
+        ended = max([e["timestamp"].timestamp() for e in history], default=twin.clock.now())
+        invocations = Counter(i.function for i in twin.lambdas.invocations if t0 <= i.started <= ended)
     return {
+        "transitions": sum(1 for e in history if str(e.get("type", "")).endswith("StateEntered")),
+        "invocations": invocations,
+        "window": (t0, ended),
         "kind": kind,
         "mode": mode,
         "seconds": seconds,
