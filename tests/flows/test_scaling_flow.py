@@ -74,8 +74,8 @@ def operation_done(twin: Twin, name: str, operation_id: str, limit: float = 6 * 
         return status in TERMINAL
 
     wait_for(twin, done, step=30, limit=limit)
-    twin.clock.sleep(1)
-    operation = endpoint_view(twin, name)["operation"]
+    with twin.busy():
+        operation = endpoint_view(twin, name)["operation"]
     assert operation is not None
     return dict(operation)
 
@@ -274,11 +274,14 @@ def test_classic_endpoint_is_parked_by_schedule_woken_on_request_unparked_identi
         status, woken = twin.api_request("POST", f"/endpoints/{CLASSIC}/wake")
         assert status == 202, woken
         woke = operation_done(twin, CLASSIC, woken["operation"]["id"])
-        awake = endpoint_view(twin, CLASSIC)
-        config = sagemaker.describe_endpoint(EndpointName=CLASSIC)["EndpointConfigName"]
-        tags = sagemaker.list_tags(ResourceArn=sagemaker.describe_endpoint(EndpointName=CLASSIC)["EndpointArn"])["Tags"]
-        targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
-        policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)["ScalingPolicies"]
+        with twin.busy():  # read it before the sweep parks it again (the wake's idle window on a loaded machine)
+            awake = endpoint_view(twin, CLASSIC)
+            described = sagemaker.describe_endpoint(EndpointName=CLASSIC)
+            config = described["EndpointConfigName"]
+            tags = sagemaker.list_tags(ResourceArn=described["EndpointArn"])["Tags"]
+            targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+            scaling_policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)
+            policies = scaling_policies["ScalingPolicies"]
 
         # 11:00 the schedule unparks it, 12:00 parks it again; disabling then recreates it for good
         wait_for(
