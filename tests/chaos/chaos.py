@@ -23,7 +23,9 @@ Invariants (`Run.violations` names each broken one):
 - the endpoint always serves a known config (sampled every poll: the original or one the operation created,
   never Failed; a parked classic endpoint serves none), and at the end the one the outcome says;
 - the endpoint's lock is released;
-- async results: every accepted request's result is indexed and counted exactly once, none dead-lettered.
+- async results: every accepted request's result is indexed and counted exactly once, none dead-lettered;
+- delivery: one delivery per approval (its event up to x3 on the bus), its stages all succeed or stop at the
+  failed one, each endpoint serving what its stage says.
 
 Not a pytest test; `tests/chaos/test_chaos.py` runs a fixed small seed set in `make test`, `make chaos` the
 full suite. Exit status 1 when any run broke an invariant.
@@ -60,9 +62,14 @@ from flowkit import (  # noqa: E402
     shadow_request,
 )
 from flowkit import request as deployment_request  # noqa: E402
+from test_delivery_flow import GROUP as DELIVERY_GROUP  # noqa: E402
+from test_delivery_flow import PACKAGE_EVENT, PRODUCTION, STAGING, set_up  # noqa: E402
+from test_delivery_flow import policy as delivery_policy  # noqa: E402
 from test_scaling_flow import ASYNC_ENDPOINT as ASYNC_SCALED  # noqa: E402
 from test_scaling_flow import CLASSIC, IC, IC_ENDPOINT, async_endpoint, scaling_operations  # noqa: E402
 
+from inferops.delivery_policy import Stage  # noqa: E402
+from inferops.planner import new_config_name  # noqa: E402
 from inferops.storage import Repository  # noqa: E402
 from twin.calls import SageMakerCalls  # noqa: E402
 from twin.demo import create_ic_endpoint  # noqa: E402
@@ -714,6 +721,67 @@ def scale_to_zero_classic(run: Run) -> None:
         arrive=lambda: run.twin.cloudwatch.set_load_profile(CLASSIC, requests_per_minute=600),
         serving=lambda: _instances(run, CLASSIC) == 2,
     )
+
+
+# ---------------------------------------------------------------------- registry-driven delivery
+@scenario(
+    "delivery",
+    functions=("DeliveryEventsFunction", "DeliveryStepsFunction", "DeploymentStepsFunction", "EndpointEventsFunction"),
+    mutating=("UpdateEndpoint", "CreateEndpointConfig", "CreateModel"),
+    limit_seconds=8 * 3600,
+    alarms=False,
+    requests=False,  # the registry's approval event starts it, not a request
+)
+def delivery(run: Run) -> None:
+    """A package approved in the registry, its event on the bus up to x3 (SageMaker's, EventBridge's copies and the
+    suite's duplicates): one delivery, whose stages complete or stop cleanly, each endpoint serving what it says."""
+    twin = run.twin
+    (package,) = set_up(twin, delivery_policy())
+    if run.plan.unhealthy:  # the staging stage's new config fails its health check: production is not touched
+        staging = Stage.model_validate(delivery_policy()["stages"][0]).deployment_request(package)
+        twin.sagemaker.set_model_health(new_config_name(staging), healthy=False)
+    run.arm()
+    run.sagemaker("update_model_package", ModelPackageArn=package, ModelApprovalStatus="Approved")
+    twin.clock.sleep(1)
+    approved = [e for e in twin.bus.events if e.get("detail-type") == PACKAGE_EVENT][-1]
+    for _ in range(run.rng.randint(0, MAX_COPIES - 1)):
+        twin.bus.put_event(dict(approved))
+    the_id = f"dlv-{DELIVERY_GROUP}-1"
+    endpoints = (STAGING, PRODUCTION)
+    view: dict[str, Any] = {}
+    while run._elapsed() <= run.flow.limit_seconds:
+        status, view = run.api("GET", f"/deliveries/{the_id}")
+        for endpoint in endpoints:
+            served = _served_config(run, endpoint)
+            run.samples += 1
+            known = {f"{endpoint}-v1"} | {
+                str((c.params or {}).get("EndpointConfigName")) for c in run.calls.effective("CreateEndpointConfig")
+            }
+            run.check(served in known, "serves a known config", f"{endpoint}: {served}")
+        if status == 200 and view["status"] in TERMINAL:
+            break
+        twin.clock.sleep(POLL_SECONDS)
+    twin.clock.sleep(POLL_SECONDS)
+    run.calm()
+    twin.clock.sleep(5)
+    run.outcome = str(view.get("status"))
+    run.reason = str(view.get("reason") or "")
+    run.check(view.get("status") in TERMINAL, "terminal", f"{view.get('status')} after {run._elapsed():.0f}s")
+    status, listed = run.api("GET", "/deliveries", query={"group": DELIVERY_GROUP})
+    ids = [d["id"] for d in listed.get("deliveries", [])] if status == 200 else []
+    run.check(ids == [the_id], "one delivery per approval", f"deliveries {ids}")
+    stages = [s["status"] for s in view.get("stages", [])]
+    run.check(
+        stages == ["SUCCEEDED", "SUCCEEDED"] if view.get("status") == "SUCCEEDED" else "SUCCEEDED" not in stages[1:],
+        "stages complete or stop cleanly",
+        f"{view.get('status')} with stages {stages}",
+    )
+    for endpoint, stage in zip(endpoints, stages + ["PENDING"] * 2, strict=False):
+        described = run.sagemaker("describe_endpoint", EndpointName=endpoint)
+        served = (described["EndpointStatus"], described["EndpointConfigName"] != f"{endpoint}-v1")
+        run.check(served == ("InService", stage == "SUCCEEDED"), "serves what the outcome says", f"{stage}: {served}")
+        lock = run.repo().get_lock(endpoint)
+        run.check(lock is None, "lock released", f"{endpoint}: {lock}")
 
 
 # ---------------------------------------------------------------------- the suite

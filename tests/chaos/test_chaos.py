@@ -1,8 +1,8 @@
 """The short chaos run of `make test`: one seeded scenario per flow, with the faults that matter most (a crash,
 a forced alarm, a repeated request; an unhealthy model for async results). `make chaos` runs hundreds.
 
-Scale to zero runs one kind here (classic: park, delete, recreate); the other two kinds' seeds run with
-INFEROPS_CHAOS_ALL=1 (and every kind in `make chaos`) to keep CI's time: they add ~25 s to this file."""
+Scale to zero runs one kind here (classic: park, delete, recreate); the other two kinds' seeds and the delivery's
+run with INFEROPS_CHAOS_ALL=1 (and every flow in `make chaos`) to keep CI's time: they add ~35 s to this file."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ SEEDS = {
     "scale-to-zero-components": 101,  # the API crashes on the enable, the client asks for the wake x3
     "scale-to-zero-async": 102,
     "scale-to-zero-classic": 107,  # CreateEndpoint answers 503 on the way back
+    "delivery": 9,  # the staging config is unhealthy: the delivery stops before production
 }
 
 
@@ -28,7 +29,7 @@ def test_every_flow_has_a_seed() -> None:
     assert set(SEEDS) == set(FLOWS)
 
 
-CHAOS_ONLY = {"scale-to-zero-components", "scale-to-zero-async"}
+CHAOS_ONLY = {"scale-to-zero-components", "scale-to-zero-async", "delivery"}
 ALL = os.environ.get("INFEROPS_CHAOS_ALL") == "1"
 
 

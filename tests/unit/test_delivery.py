@@ -16,6 +16,7 @@ from inferops.delivery import DeliveryState, Services
 from inferops.delivery_policy import DeliveryPolicy
 from inferops.errors import Conflict, InvalidInput
 from inferops.planner import PlanResult, Violation
+from inferops.rollout import Retryable
 from inferops.storage import OperationStatus, Repository, WaitPurpose
 
 EVENTS = Path(__file__).resolve().parents[2] / "events" / "delivery_events"
@@ -269,6 +270,22 @@ def test_a_refused_stage_fails_with_the_planners_reason(
     state = delivery.advance(delivery.begin(recorded(repo, policy()), services), services)
     failed = delivery.start_child(state, services)
     assert failed.outcome is not None and "refused" in failed.outcome.reason and "not Approved" in failed.outcome.reason
+
+
+def test_a_throttled_start_is_retried_not_a_failed_stage(
+    monkeypatch: pytest.MonkeyPatch, repo: Repository, services: Services
+) -> None:
+    """Found by the chaos suite: a throttled DescribeEndpointConfig in the deployment's pre-flight failed the stage."""
+
+    def throttled(request: Any, clients: Any) -> None:
+        error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+        raise ClientError(error, "DescribeEndpointConfig")  # type: ignore[arg-type]
+
+    monkeypatch.setattr(delivery.deployments, "start", throttled)
+    state = delivery.advance(delivery.begin(recorded(repo, policy()), services), services)
+    with pytest.raises(Retryable, match="stage staging: starting the deployment: ThrottlingException"):
+        delivery.start_child(state, services)
+    assert repo.get_operation(state.delivery_id).status is S.RUNNING
 
 
 def test_a_busy_endpoint_is_retried_unless_the_holder_is_our_own_child(

@@ -319,12 +319,13 @@ def start_child(state: DeliveryState, services: Services) -> DeliveryState:
     run, spec = state.stages[state.stage], state.policy.stages[state.stage]
     kind = next_child(state)
     try:
-        if kind == "shadow_test":
-            request = spec.shadow_test_request(state.model_package_arn)
-            assert request is not None
-            child_id = shadow_tests.start(request, services.shadow_tests).id
-        else:
-            child_id = deployments.start(spec.deployment_request(state.model_package_arn), services.deployments).id
+        with aws(f"stage {run.name}: starting the {kind.replace('_', ' ')}"):  # a throttled pre-flight is retried
+            if kind == "shadow_test":
+                request = spec.shadow_test_request(state.model_package_arn)
+                assert request is not None
+                child_id = shadow_tests.start(request, services.shadow_tests).id
+            else:
+                child_id = deployments.start(spec.deployment_request(state.model_package_arn), services.deployments).id
     except (deployments.Refused, shadow_tests.Refused) as refused:
         return _stage_failed(state, services, f"the {kind.replace('_', ' ')} was refused: {refused.message}", None)
     except Conflict as busy:
