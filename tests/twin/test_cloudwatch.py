@@ -798,7 +798,7 @@ def test_driven_by_the_clock_thread() -> None:
         try:
             clock.sleep(3600)  # the clock jumps from tick to tick while this thread waits
             assert clock.now() >= start + 3600
-            assert time.monotonic() - wall < 3
+            assert time.monotonic() - wall < 30  # an hour of real waiting would take 3,600 s
         finally:
             clock.stop()
             cw.uninstall()
