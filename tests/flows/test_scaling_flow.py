@@ -273,15 +273,28 @@ def test_classic_endpoint_is_parked_by_schedule_woken_on_request_unparked_identi
         # a wake request recreates it identically
         status, woken = twin.api_request("POST", f"/endpoints/{CLASSIC}/wake")
         assert status == 202, woken
-        woke = operation_done(twin, CLASSIC, woken["operation"]["id"])
-        with twin.busy():  # read it before the sweep parks it again (the wake's idle window on a loaded machine)
-            awake = endpoint_view(twin, CLASSIC)
-            described = sagemaker.describe_endpoint(EndpointName=CLASSIC)
-            config = described["EndpointConfigName"]
-            tags = sagemaker.list_tags(ResourceArn=described["EndpointArn"])["Tags"]
-            targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
-            scaling_policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)
-            policies = scaling_policies["ScalingPolicies"]
+        seen: dict[str, Any] = {}
+
+        def woken_and_read() -> bool:
+            """Time held from the wake's end to the reads: the sweep re-parks it once its idle window passes."""
+            with twin.busy():
+                status = item(twin, f"OP#{woken['operation']['id']}", "META").get("status", {}).get("S")
+                if status not in TERMINAL:
+                    return False
+                seen["awake"] = endpoint_view(twin, CLASSIC)
+                described = sagemaker.describe_endpoint(EndpointName=CLASSIC)
+                seen["config"] = described["EndpointConfigName"]
+                seen["tags"] = sagemaker.list_tags(ResourceArn=described["EndpointArn"])["Tags"]
+                seen["targets"] = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+                seen["policies"] = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)[
+                    "ScalingPolicies"
+                ]
+                return True
+
+        wait_for(twin, woken_and_read, step=30, limit=6 * 3600)
+        awake, config, tags = seen["awake"], seen["config"], seen["tags"]
+        targets, policies = seen["targets"], seen["policies"]
+        woke = dict(awake["operation"])
 
         # 11:00 the schedule unparks it, 12:00 parks it again; disabling then recreates it for good
         wait_for(
