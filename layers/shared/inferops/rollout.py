@@ -87,8 +87,9 @@ class DeploymentFailed(StepError):
 
 
 @contextmanager
-def aws(what: str) -> Iterator[None]:
-    """Translate an AWS error into the step error the state machine knows how to handle."""
+def aws(what: str, failure: type[StepError] = DeploymentFailed) -> Iterator[None]:
+    """Translate an AWS error into the step error the state machine knows how to handle: `Retryable` for
+    throttling and 5xx, otherwise the flow's final error (`failure`)."""
     try:
         yield
     except ClientError as error:
@@ -97,10 +98,10 @@ def aws(what: str) -> Iterator[None]:
         message = error.response.get("Error", {}).get("Message", str(error))
         if code in _RETRYABLE_CODES or status >= 500:
             raise Retryable(f"{what}: {code or status}: {message}") from error
-        raise DeploymentFailed(f"{what} failed: {code}: {message}") from error
+        raise failure(f"{what} failed: {code}: {message}") from error
 
 
-def _code(error: ClientError) -> tuple[str, str]:
+def error_code(error: ClientError) -> tuple[str, str]:
     err = error.response.get("Error", {})
     return err.get("Code", ""), err.get("Message", "")
 
@@ -304,7 +305,7 @@ def create_model(state: FlowState, services: Services) -> FlowState:
         try:
             sm.create_model(ModelName=model_name, ExecutionRoleArn=role, Containers=[container])  # type: ignore[list-item]
         except ClientError as error:
-            code, message = _code(error)
+            code, message = error_code(error)
             if not (code == "ValidationException" and "already exist" in message):  # a retried step
                 with aws(f"creating model {model_name}"):
                     raise
@@ -382,7 +383,7 @@ def _create_config(sm: SageMakerClient, name: str, variants: list[dict[str, Any]
     try:
         sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=variants, **keep)  # type: ignore[arg-type]
     except ClientError as error:
-        code, message = _code(error)
+        code, message = error_code(error)
         if code == "ValidationException" and "already exist" in message:
             return  # a retried step: deterministic names make the earlier attempt's config ours
         with aws(f"creating endpoint config {name}"):

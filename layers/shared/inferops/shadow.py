@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from inferops import analysis, catalog, metrics
+from inferops import analysis, catalog, metrics, rollout
 from inferops.endpoints import EndpointSnapshot, ModelCheck, read_endpoint, read_model
 from inferops.errors import Conflict, InferOpsError, NotFound
 from inferops.planner import (
@@ -51,7 +51,7 @@ from inferops.planner import (
     ResourceName,
     Violation,
 )
-from inferops.rollout import Services
+from inferops.rollout import SETTLED, Retryable, Services, StepError, StopRequested, error_code
 from inferops.storage import OperationStatus, WaitPurpose
 
 if TYPE_CHECKING:
@@ -92,56 +92,19 @@ LOCK_MARGIN_SECONDS = 3600
 MAX_FAILURE_ROUNDS = 3
 RUNNING = "Running"
 ENDED = frozenset({"Completed", "Cancelled"})
-ENDPOINT_SETTLED = frozenset({"InService", "Failed", "UpdateRollbackFailed", "OutOfService"})
-_RETRYABLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "InternalFailure",
-        "InternalServerError",
-        "InternalError",
-    }
-)
 
 
 # ------------------------------------------------------------------------------------------------ errors
-class StepError(Exception):
-    """Base of the errors the state machine routes on (the Lambda error type is the class name)."""
-
-
-class Retryable(StepError):
-    """Throttled or a 5xx from AWS: the state machine retries the step with backoff and jitter."""
-
-
-class StopRequested(StepError):
-    """An operator discarded the test (or a guard alarm fired): the flow removes the shadow variant."""
-
-
+# StepError, Retryable and StopRequested are the deployment flow's (the state machines route on the class names).
 class ShadowTestFailed(StepError):
     """A failure no retry will fix; the message is the reason shown to users."""
 
 
 @contextmanager
 def aws(what: str) -> Iterator[None]:
-    """Translate an AWS error into the step error the state machine knows how to handle."""
-    try:
+    """rollout.aws, with ShadowTestFailed as the final error."""
+    with rollout.aws(what, ShadowTestFailed):
         yield
-    except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
-        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400))
-        message = error.response.get("Error", {}).get("Message", str(error))
-        if code in _RETRYABLE_CODES or status >= 500:
-            raise Retryable(f"{what}: {code or status}: {message}") from error
-        raise ShadowTestFailed(f"{what} failed: {code}: {message}") from error
-
-
-def _code(error: ClientError) -> tuple[str, str]:
-    err = error.response.get("Error", {})
-    return err.get("Code", ""), err.get("Message", "")
 
 
 # ------------------------------------------------------------------------------------------------ request
@@ -787,7 +750,7 @@ def _describe(services: Services, name: str) -> dict[str, Any] | None:
     try:
         return dict(services.sagemaker.describe_inference_experiment(Name=name))
     except ClientError as error:
-        code, message = _code(error)
+        code, message = error_code(error)
         if code == "ResourceNotFound" or "could not find" in message.lower():
             return None
         with aws(f"reading inference experiment {name}"):
@@ -947,7 +910,7 @@ def create_experiment(state: FlowState, services: Services) -> FlowState:
     try:
         services.sagemaker.create_inference_experiment(**params)
     except ClientError as error:
-        code, message = _code(error)
+        code, message = error_code(error)
         if not (code == "ResourceInUse" and res.experiment_name in message and "already exists" in message):
             with aws(f"CreateInferenceExperiment {res.experiment_name}"):
                 raise
@@ -999,7 +962,7 @@ def _candidate_model(state: FlowState, services: Services) -> str:
     try:
         sm.create_model(ModelName=name, ExecutionRoleArn=role, Containers=[container])  # type: ignore[list-item]
     except ClientError as error:
-        code, message = _code(error)
+        code, message = error_code(error)
         if not (code == "ValidationException" and "already exist" in message):  # a retried step
             with aws(f"creating model {name}"):
                 raise
@@ -1676,7 +1639,7 @@ def _stopped(state: FlowState, services: Services, described: dict[str, Any] | N
     with aws("reading the endpoint"):
         endpoint = services.sagemaker.describe_endpoint(EndpointName=the_plan.endpoint_name)
     status, config = endpoint["EndpointStatus"], endpoint["EndpointConfigName"]
-    if status not in ENDPOINT_SETTLED:
+    if status not in SETTLED:
         raise Retryable(f"the endpoint is still {status}")
     variants = {v["VariantName"] for v in endpoint.get("ProductionVariants", [])}
     shadows = {v["VariantName"] for v in endpoint.get("ShadowProductionVariants", [])}
