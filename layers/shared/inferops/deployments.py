@@ -10,7 +10,6 @@ which has no cancel call, is rolled back by setting one of its rollback alarms t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +17,13 @@ from pydantic import BaseModel, ConfigDict
 
 from inferops import metrics
 from inferops.errors import Conflict, InferOpsError, NotFound
+from inferops.flow_steps import Clients as Clients  # noqa: PLC0414 (explicit re-export for callers)
 from inferops.planner import DeploymentRequest, Plan, PlanResult
 from inferops.rollout import KIND, FlowState, preflight
 from inferops.storage import OperationRecord, OperationStatus, Repository, TaskToken, TimelineEntry, WaitPurpose
 
 if TYPE_CHECKING:
-    from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
-    from mypy_boto3_cloudwatch import CloudWatchClient
-    from mypy_boto3_sagemaker import SageMakerClient
-    from mypy_boto3_stepfunctions import SFNClient
+    pass
 
 START_LEASE_SECONDS = 900  # the flow extends it at once; a flow that never starts frees the endpoint after this
 _GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
@@ -41,16 +38,6 @@ class Refused(InferOpsError):
         first = result.violations[0]
         super().__init__(f"{len(result.violations)} problem(s); {first.field}: {first.message}", first.field)
         self.result = result
-
-
-@dataclass(frozen=True)
-class Clients:
-    repo: Repository
-    sagemaker: SageMakerClient
-    autoscaling: ApplicationAutoScalingClient
-    cloudwatch: CloudWatchClient
-    stepfunctions: SFNClient
-    state_machine_arn: str
 
 
 class Started(BaseModel):

@@ -4,6 +4,7 @@ under the endpoint's lock (the step runner itself is `inferops.handlers.run_step
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,23 @@ from inferops.rollout import Services
 from inferops.storage import OperationRecord, OperationStatus, Repository
 
 if TYPE_CHECKING:
+    from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_stepfunctions import SFNClient
+
+
+@dataclass(frozen=True)
+class Clients:
+    """What an API service needs to start a flow: the table, AWS clients and the flow's state machine."""
+
+    repo: Repository
+    sagemaker: SageMakerClient
+    autoscaling: ApplicationAutoScalingClient
+    cloudwatch: CloudWatchClient
+    stepfunctions: SFNClient
+    state_machine_arn: str
+
 
 # One attempt per call: the state machine retries with backoff and jitter, visibly, on the flow's clock.
 SDK_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=20)

@@ -30,7 +30,6 @@ import os
 import zoneinfo
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -41,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from inferops import catalog, flow_steps, metrics, rollout
 from inferops.alarm_events import WAKE_ALARM_PREFIX
 from inferops.errors import Conflict, InvalidInput, NotFound
+from inferops.flow_steps import Clients as Clients  # noqa: PLC0414 (explicit re-export for callers)
 from inferops.planner import PROVISION_SECONDS
 from inferops.rollout import Retryable, Services, StepError
 from inferops.storage import OperationRecord, OperationStatus, Repository, TimelineEntry, WaitPurpose
@@ -1039,14 +1039,6 @@ TOKEN_STEPS: dict[str, TokenStep] = {"await_ready": await_ready}
 
 
 # ------------------------------------------------------------------------------------------------ starting
-@dataclass(frozen=True)
-class Clients:
-    repo: Repository
-    sagemaker: SageMakerClient
-    autoscaling: ApplicationAutoScalingClient
-    cloudwatch: CloudWatchClient
-    stepfunctions: SFNClient
-    state_machine_arn: str
 
 
 class OperationView(BaseModel):

@@ -10,7 +10,6 @@ experiment runs: the sampling percentage, the end time and the description.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from inferops import metrics, shadow
 from inferops.errors import Conflict, InferOpsError, InvalidInput, NotFound
+from inferops.flow_steps import Clients as Clients  # noqa: PLC0414 (explicit re-export for callers)
 from inferops.shadow import (
     DECISION_MARGIN_SECONDS,
     KIND,
@@ -31,10 +31,7 @@ from inferops.shadow import (
 from inferops.storage import OperationRecord, OperationStatus, Repository, TaskToken, TimelineEntry, WaitPurpose
 
 if TYPE_CHECKING:
-    from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
-    from mypy_boto3_cloudwatch import CloudWatchClient
-    from mypy_boto3_sagemaker import SageMakerClient
-    from mypy_boto3_stepfunctions import SFNClient
+    pass
 
 START_LEASE_SECONDS = 900  # the flow extends it at once; a flow that never starts frees the endpoint after this
 _GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
@@ -49,16 +46,6 @@ class Refused(InferOpsError):
         first = result.violations[0]
         super().__init__(f"{len(result.violations)} problem(s); {first.field}: {first.message}", first.field)
         self.result = result
-
-
-@dataclass(frozen=True)
-class Clients:
-    repo: Repository
-    sagemaker: SageMakerClient
-    autoscaling: ApplicationAutoScalingClient
-    cloudwatch: CloudWatchClient
-    stepfunctions: SFNClient
-    state_machine_arn: str
 
 
 class Started(BaseModel):
