@@ -232,11 +232,6 @@ def test_async_endpoint_scales_to_zero_a_quota_failure_is_diagnosed_and_a_wake_s
 CLASSIC = "scorer"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race, open: the 15-minute sweep can park a classic endpoint while a requested wake ends "
-    "(about one run in three on a loaded 2-core machine)",
-)
 def test_classic_endpoint_is_parked_by_schedule_woken_on_request_unparked_identically_and_restored() -> None:
     with Twin() as twin:
         create_endpoint(twin, count=2, name=CLASSIC, rpm=600)

@@ -253,8 +253,8 @@ class _Metrics:
         return {"MetricDataResults": [{"Timestamps": [stamp], "Values": [self.requests]}]}
 
 
-def _clients(repo: Repository, requests: float = 0.0) -> scaling.Clients:
-    return scaling.Clients(repo, None, None, _Metrics(requests), None, "arn:sm")  # type: ignore[arg-type]
+def _clients(repo: Repository, requests: float = 0.0) -> Services:
+    return Services(repo, None, None, _Metrics(requests), None)  # type: ignore[arg-type]
 
 
 def _classic(**extra: Any) -> Settings:
@@ -365,3 +365,66 @@ def test_a_wait_that_outlives_its_deadline_fails_instead_of_looking_forever(ddb_
     now[0] = 2800.0
     with pytest.raises(ScalingFailed, match="not serving 1800 s after the change \\(the endpoint is Creating\\)"):
         scaling.check(again, services)
+
+
+class _Deleting:
+    """SageMaker deleting the parked endpoint, then without it: CreateEndpoint recorded."""
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.created: list[str] = []
+
+    def describe_endpoint(self, EndpointName: str) -> dict[str, Any]:
+        if self.gone and not self.created:
+            raise ClientError(
+                {"Error": {"Code": "ValidationException", "Message": f'Could not find endpoint "{EndpointName}".'}},
+                "DescribeEndpoint",
+            )
+        status = "Creating" if self.created else "Deleting"
+        return {"EndpointName": EndpointName, "EndpointStatus": status, "ProductionVariants": []}
+
+    def create_endpoint(self, **kwargs: Any) -> dict[str, Any]:
+        self.created.append(kwargs["EndpointConfigName"])
+        return {}
+
+
+def test_a_wake_right_after_a_park_waits_for_the_deletion_then_recreates(ddb_table: Repository) -> None:
+    """The park's DeleteEndpoint takes a minute or more: the wake waits for it instead of failing its retries."""
+    parked = Parked(config_name="scorer-v1", parked_at=at(0, 21), by="schedule")
+    ddb_table.put_scaling_settings("scorer", _classic(parked=parked).model_dump(mode="json"))
+    record = ddb_table.create_operation("scaling", "scorer", {"action": "wake"})
+    state = FlowState(operation_id=record.id, endpoint_name="scorer", action="wake", requested_at=at(0, 21))
+    sm = _Deleting()
+    services = Services(ddb_table, sm, None, None, None)  # type: ignore[arg-type]
+
+    waiting = scaling.apply(state, services)
+    assert waiting.next == "await" and waiting.wait is not None and waiting.wait.expect == "gone"
+    assert scaling.check(waiting, services).wait == waiting.wait.model_copy(
+        update={"heartbeat_seconds": scaling.RECHECK_SECONDS}
+    )  # still deleting: look again
+    assert sm.created == []
+    sm.gone = True
+    recreating = scaling.check(waiting, services)
+    assert sm.created == ["scorer-v1"]
+    assert recreating.next == "await" and recreating.wait is not None and recreating.wait.expect == "endpoint"
+
+
+def test_a_park_the_sweep_started_is_dropped_when_a_wake_ended_since(ddb_table: Repository) -> None:
+    """The sweep decides on what it read before taking the lock: under the lock, the park decides again."""
+    now = [at(0, 22, 10)]
+    repo = Repository(ddb_table.table_name, client=ddb_table.client, clock=lambda: now[0])
+    wake = LastWake(
+        operation_id="op-1", trigger="request", requested_at=at(0, 22), serving_at=at(0, 22, 5), seconds=300
+    )
+    repo.put_scaling_settings("scorer", _classic(last_wake=wake).model_dump(mode="json"))
+    record = repo.create_operation("scaling", "scorer", {"action": "park"})
+    state = FlowState(
+        operation_id=record.id, endpoint_name="scorer", action="park", trigger="schedule", requested_at=at(0, 22)
+    )
+    services = Services(repo, _Creating(), None, _Metrics(0), None)  # type: ignore[arg-type]
+    ended = scaling.apply(state, services)
+    assert ended.outcome is not None and ended.outcome.status is OperationStatus.SUCCEEDED
+    assert ended.outcome.reason.startswith("not parked")
+    now[0] = at(0, 22, 40)  # one idle window after the wake: the same park goes ahead (and finds it Creating)
+    with pytest.raises(Retryable, match="parking once it settles"):
+        scaling.apply(state, services)

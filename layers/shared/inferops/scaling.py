@@ -58,6 +58,7 @@ START_LEASE_SECONDS = 900  # the flow extends it at once; a flow that never star
 LOCK_LEASE_SECONDS = 4 * 3600
 WAKE_LEASE_SECONDS = 3 * 3600  # a crashed wake's claim lapses after this
 RECHECK_SECONDS = 120
+DELETE_SECONDS = 90  # DeleteEndpoint: Deleting -> gone (no event says so: the heartbeat looks)
 COPY_RECHECK_SECONDS = 30  # copies send no event: from 3/4 of the expected load time, one look every 30 s
 COPY_FIRST_LOOK = 0.75
 GIVE_UP_FACTOR = 3  # a wait gives up after 3x the expected time (at least GIVE_UP_MIN_SECONDS): never stuck
@@ -258,9 +259,10 @@ class Settings(_Model):
 
 # ------------------------------------------------------------------------------------------------ flow state
 class Wait(_Model):
-    """What the flow waits for: the endpoint to settle on `config` (or to exist), copies, or instances."""
+    """What the flow waits for: the endpoint to settle on `config` (or to exist), copies, instances, or a parked
+    endpoint's deletion to end (a wake right after a park: it is recreated once it is gone)."""
 
-    expect: Literal["endpoint", "copies", "instances"]
+    expect: Literal["endpoint", "copies", "instances", "gone"]
     config: str | None = None
     started_at: float
     heartbeat_seconds: int
@@ -765,6 +767,9 @@ def _park(state: FlowState, services: Services) -> FlowState:
         raise ScalingFailed(f"only classic endpoints are parked; {state.endpoint_name} is {settings.kind}")
     if settings.parked is not None:
         return _end(state, OperationStatus.SUCCEEDED, "already parked")
+    if state.trigger in ("schedule", "idle") and decide(settings, services, services.repo.now())[0] != "park":
+        # the sweep decided on what it read before this flow took the lock: a wake may have ended in between
+        return _end(state, OperationStatus.SUCCEEDED, "not parked: woken or in demand since the sweep decided")
     sm = services.sagemaker
     endpoint = describe_endpoint(sm, state.endpoint_name)
     if endpoint is None:
@@ -816,7 +821,8 @@ def _recreate(state: FlowState, services: Services, settings: Settings) -> FlowS
     sm = services.sagemaker
     endpoint = describe_endpoint(sm, state.endpoint_name)
     if endpoint is not None and endpoint["EndpointStatus"] == "Deleting":
-        raise Retryable("the parked endpoint is still being deleted: recreating it once it is gone")
+        _timeline(services, state, "waiting", "the parked endpoint is being deleted: recreating it once it is gone")
+        return _await(state, services, "gone", seconds=DELETE_SECONDS)
     if endpoint is None:
         kwargs: dict[str, Any] = {"EndpointName": state.endpoint_name, "EndpointConfigName": parked.config_name}
         if parked.tags:
@@ -841,7 +847,7 @@ def _provision(instance_type: str | None) -> int:
 def _await(
     state: FlowState,
     services: Services,
-    expect: Literal["endpoint", "copies", "instances"],
+    expect: Literal["endpoint", "copies", "instances", "gone"],
     *,
     seconds: int,
     config: str | None = None,
@@ -884,6 +890,8 @@ def _serving(state: FlowState, services: Services) -> tuple[bool, str]:
     assert wait is not None
     sm = services.sagemaker
     endpoint = describe_endpoint(sm, state.endpoint_name)
+    if wait.expect == "gone":
+        return endpoint is None or endpoint["EndpointStatus"] != "Deleting", "the parked endpoint is being deleted"
     if endpoint is None:
         return False, "the endpoint does not exist yet"
     status = endpoint["EndpointStatus"]
@@ -922,6 +930,8 @@ def check(state: FlowState, services: Services) -> FlowState:
         recheck = COPY_RECHECK_SECONDS if wait.expect == "copies" else RECHECK_SECONDS
         again = wait.model_copy(update={"heartbeat_seconds": recheck})
         return state.model_copy(update={"wait": again, "next": "await"})
+    if wait.expect == "gone":
+        return _recreate(state, services, _settings(services, state))
     return _served(state, services)
 
 
@@ -1246,11 +1256,12 @@ def wake_on_alarm(
 def sweep(clients: Clients, now: float) -> list[dict[str, Any]]:
     """The scheduled job: log capacity, park idle or off-hours classic endpoints, unpark them in awake hours."""
     decisions: list[dict[str, Any]] = []
+    services = Services(clients.repo, clients.sagemaker, clients.autoscaling, clients.cloudwatch, clients.stepfunctions)
     for item in clients.repo.scaling_endpoints():
         if not item.get("data"):
             continue
         settings = Settings.model_validate(item["data"])
-        action, why = decide(settings, clients, now)
+        action, why = decide(settings, services, now)
         if action is None:
             continue
         try:
@@ -1262,16 +1273,13 @@ def sweep(clients: Clients, now: float) -> list[dict[str, Any]]:
     return decisions
 
 
-def decide(settings: Settings, clients: Clients, now: float) -> tuple[Action | None, str]:
-    """What the sweep does to one endpoint, and why."""
+def decide(settings: Settings, services: Services, now: float) -> tuple[Action | None, str]:
+    """What the sweep does to one endpoint, and why (asked again by a park the sweep started, under the lock)."""
     if settings.kind != "classic":
-        instances = _instances(
-            Services(clients.repo, clients.sagemaker, clients.autoscaling, clients.cloudwatch, clients.stepfunctions),
-            settings.endpoint,
-        )
+        instances = _instances(services, settings.endpoint)
         logged = log_capacity(settings, now, instances)
         if logged is not settings:
-            clients.repo.update_scaling_settings(
+            services.repo.update_scaling_settings(
                 settings.endpoint, {"capacity_log": logged.model_dump(mode="json")["capacity_log"]}
             )
         return None, ""
@@ -1288,7 +1296,7 @@ def decide(settings: Settings, clients: Clients, now: float) -> tuple[Action | N
         return "park", "schedule"
     if now - since < window:
         return None, ""
-    if demand(clients.cloudwatch, settings, now - window, now) == 0:
+    if demand(services.cloudwatch, settings, now - window, now) == 0:
         return "park", "idle"
     return None, ""
 
