@@ -10,12 +10,11 @@ which has no cancel call, is rolled back by setting one of its rollback alarms t
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from inferops import metrics
+from inferops import flow_steps, metrics
 from inferops.errors import Conflict, InferOpsError, NotFound
 from inferops.flow_steps import Clients as Clients  # noqa: PLC0414 (explicit re-export for callers)
 from inferops.planner import DeploymentRequest, Plan, PlanResult
@@ -25,7 +24,6 @@ from inferops.storage import OperationRecord, OperationStatus, Repository, TaskT
 if TYPE_CHECKING:
     pass
 
-START_LEASE_SECONDS = 900  # the flow extends it at once; a flow that never starts frees the endpoint after this
 _GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
 
 
@@ -79,48 +77,26 @@ def start(request: DeploymentRequest, clients: Clients, *, dry_run: bool = False
     if dry_run:
         return Started(id=None, status="DRY_RUN", plan=result.plan, warnings=result.warnings, dry_run=True)
     repo = clients.repo
-    holder = repo.get_lock(request.endpoint_name)
-    if holder is not None and not holder.expired:
-        try:
-            what = f"{holder.owner} ({repo.get_operation(holder.owner).status})"
-        except NotFound:
-            what = holder.owner
-        raise Conflict(
-            f"endpoint {request.endpoint_name} already has an operation in flight: {what}; its lock lease ends "
-            f"{_when(holder.lease_expires_at)} (GET /deployments/{holder.owner})",
-            "endpoint_name",
-        )
+    flow_steps.refuse_when_locked(repo, request.endpoint_name, "endpoint_name")
     body = request.model_dump(mode="json")
     record = repo.create_operation(KIND, request.endpoint_name, body, plan=result.plan.model_dump(mode="json"))
-    try:
-        repo.acquire_lock(request.endpoint_name, record.id, START_LEASE_SECONDS)
-    except Conflict as busy:  # lost the race to a concurrent request
-        repo.transition(record.id, OperationStatus.REFUSED, result={"reason": busy.message})
-        raise Conflict(busy.message, "endpoint_name") from busy
-    state = FlowState(operation_id=record.id, request=request)
-    try:
-        execution = clients.stepfunctions.start_execution(
-            stateMachineArn=clients.state_machine_arn, name=record.id, input=state.model_dump_json()
-        )
-    except Exception as error:
-        repo.release_lock(request.endpoint_name, record.id)
-        repo.transition(record.id, OperationStatus.FAILED, result={"reason": f"the flow did not start: {error}"})
-        raise
-    repo.set_execution(record.id, execution["executionArn"])
-    metrics.operation_started(KIND)
-    repo.append_timeline(
-        record.id, "requested", f"{result.plan.strategy} deployment requested", {"execution": execution["executionArn"]}
+    arn = flow_steps.start_execution(
+        repo,
+        clients.stepfunctions,
+        clients.state_machine_arn,
+        record,
+        FlowState(operation_id=record.id, request=request),
+        lease_seconds=flow_steps.START_LEASE_SECONDS,
+        field="endpoint_name",
     )
+    metrics.operation_started(KIND)
+    repo.append_timeline(record.id, "requested", f"{result.plan.strategy} deployment requested", {"execution": arn})
     return Started(id=record.id, status=OperationStatus.PENDING.value, plan=result.plan, warnings=result.warnings)
 
 
 def get(operation_id: str, repo: Repository) -> DeploymentView:
     record = _deployment(operation_id, repo)
     return view(record, repo.timeline(operation_id))
-
-
-def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def view(record: OperationRecord, timeline: list[TimelineEntry]) -> DeploymentView:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ import boto3
 from botocore.config import Config
 from pydantic import BaseModel
 
-from inferops.errors import Conflict
+from inferops.errors import Conflict, NotFound
 from inferops.rollout import Services
 from inferops.storage import OperationRecord, OperationStatus, Repository
 
@@ -33,6 +34,31 @@ class Clients:
     cloudwatch: CloudWatchClient
     stepfunctions: SFNClient
     state_machine_arn: str
+
+
+START_LEASE_SECONDS = 900  # the flow extends it at once; a flow that never starts frees the endpoint after this
+
+
+def utc_text(epoch: float) -> str:
+    """An instant as users read it in messages: 2026-01-05T09:00:00Z."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def refuse_when_locked(repo: Repository, endpoint: str, field: str) -> None:
+    """A busy endpoint is a 409 naming what holds it (kind, id, status) and when its lease ends."""
+    holder = repo.get_lock(endpoint)
+    if holder is None or holder.expired:
+        return
+    try:
+        held = repo.get_operation(holder.owner)
+        what = f"{held.kind} {holder.owner} ({held.status})"
+    except NotFound:
+        what = holder.owner
+    raise Conflict(
+        f"endpoint {endpoint} already has an operation in flight: {what}; its lock lease ends "
+        f"{utc_text(holder.lease_expires_at)}",
+        field,
+    )
 
 
 # One attempt per call: the state machine retries with backoff and jitter, visibly, on the flow's clock.

@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 KIND = "scaling"
 IC_DIMENSION: Final = "sagemaker:inference-component:DesiredCopyCount"
 VARIANT_DIMENSION: Final = "sagemaker:variant:DesiredInstanceCount"
-START_LEASE_SECONDS = 900  # the flow extends it at once; a flow that never starts frees the endpoint after this
 LOCK_LEASE_SECONDS = 4 * 3600
 WAKE_LEASE_SECONDS = 3 * 3600  # a crashed wake's claim lapses after this
 RECHECK_SECONDS = 120
@@ -1092,9 +1091,7 @@ def start(
 ) -> OperationView:
     """Record the operation, take the endpoint's lock (409 when another operation holds it), start the flow."""
     repo = clients.repo
-    holder = repo.get_lock(endpoint)
-    if holder is not None and not holder.expired:
-        raise Conflict(f"endpoint {endpoint} already has an operation in flight: {holder.owner}", "name")
+    flow_steps.refuse_when_locked(repo, endpoint, "name")
     body = {"action": action, "trigger": trigger, "request": request.model_dump(mode="json") if request else None}
     record = repo.create_operation(KIND, endpoint, body)
     return _launch(record, clients, action, request, trigger, requested_at)
@@ -1123,7 +1120,7 @@ def _launch(
         clients.state_machine_arn,
         record,
         state,
-        lease_seconds=START_LEASE_SECONDS,
+        lease_seconds=flow_steps.START_LEASE_SECONDS,
         field="name",
     )
     repo.append_timeline(record.id, "requested", f"{action} requested ({trigger})", {"execution": arn})

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from inferops import metrics, shadow
+from inferops import flow_steps, metrics, shadow
 from inferops.errors import Conflict, InferOpsError, InvalidInput, NotFound
 from inferops.flow_steps import Clients as Clients  # noqa: PLC0414 (explicit re-export for callers)
+from inferops.flow_steps import utc_text as _when
 from inferops.shadow import (
     DECISION_MARGIN_SECONDS,
     KIND,
@@ -33,7 +34,6 @@ from inferops.storage import OperationRecord, OperationStatus, Repository, TaskT
 if TYPE_CHECKING:
     pass
 
-START_LEASE_SECONDS = 900  # the flow extends it at once; a flow that never starts frees the endpoint after this
 _GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
 
 
@@ -127,43 +127,26 @@ def start(request: ShadowTestRequest, clients: Clients, *, dry_run: bool = False
         raise Refused(result)
     if dry_run:
         return Started(id=None, status="DRY_RUN", plan=result.plan, warnings=result.warnings, dry_run=True)
-    holder = repo.get_lock(request.endpoint_name)
-    if holder is not None and not holder.expired:
-        try:
-            held = repo.get_operation(holder.owner)
-            what = f"{held.kind} {holder.owner} ({held.status})"
-        except NotFound:
-            what = holder.owner
-        raise Conflict(
-            f"endpoint {request.endpoint_name} already has an operation in flight: {what}; its lock lease ends "
-            f"{_when(holder.lease_expires_at)}",
-            "endpoint_name",
-        )
+    flow_steps.refuse_when_locked(repo, request.endpoint_name, "endpoint_name")
     body = request.model_dump(mode="json")
     record = repo.create_operation(
         KIND, request.endpoint_name, body, operation_id, plan=result.plan.model_dump(mode="json")
     )
-    try:
-        repo.acquire_lock(request.endpoint_name, record.id, START_LEASE_SECONDS)
-    except Conflict as busy:  # lost the race to a concurrent request
-        repo.transition(record.id, OperationStatus.REFUSED, result={"reason": busy.message})
-        raise Conflict(busy.message, "endpoint_name") from busy
-    state = FlowState(operation_id=record.id, request=request)
-    try:
-        execution = clients.stepfunctions.start_execution(
-            stateMachineArn=clients.state_machine_arn, name=record.id, input=state.model_dump_json()
-        )
-    except Exception as error:
-        repo.release_lock(request.endpoint_name, record.id)
-        repo.transition(record.id, OperationStatus.FAILED, result={"reason": f"the flow did not start: {error}"})
-        raise
-    repo.set_execution(record.id, execution["executionArn"])
+    arn = flow_steps.start_execution(
+        repo,
+        clients.stepfunctions,
+        clients.state_machine_arn,
+        record,
+        FlowState(operation_id=record.id, request=request),
+        lease_seconds=flow_steps.START_LEASE_SECONDS,
+        field="endpoint_name",
+    )
     metrics.operation_started(shadow.KIND)
     repo.append_timeline(
         record.id,
         "requested",
         f"shadow test of {_candidate(request)} on {request.endpoint_name} requested ({request.action} at the end)",
-        {"execution": execution["executionArn"]},
+        {"execution": arn},
     )
     return Started(id=record.id, status=OperationStatus.PENDING.value, plan=result.plan, warnings=result.warnings)
 
@@ -171,10 +154,6 @@ def start(request: ShadowTestRequest, clients: Clients, *, dry_run: bool = False
 def _candidate(request: ShadowTestRequest) -> str:
     spec = request.model
     return str(getattr(spec, "model_name", None) or getattr(spec, "model_package_arn", None) or spec.source)
-
-
-def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -262,7 +241,7 @@ def view(
 def _iso(epoch: Any) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(float(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _when(float(epoch))
 
 
 def list_page(
