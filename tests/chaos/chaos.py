@@ -279,10 +279,13 @@ class Run:
         repo = self.repo()
         deadline = 0.0
         terminal_at = None
+        seen: list[tuple[float, float]] = []  # (when, lease end) at each change: the evidence of a late ending
         while True:
             lock = repo.get_lock(endpoint)
             if lock is not None and lock.owner == operation_id:
                 deadline = max(deadline, lock.lease_expires_at)
+                if not seen or seen[-1][1] != lock.lease_expires_at:
+                    seen.append((self.twin.clock.now(), lock.lease_expires_at))
             served = serving()
             self.samples += 1
             self.check(served in known(), "serves a known config", f"{served} at +{self._elapsed():.0f}s")
@@ -294,11 +297,16 @@ class Run:
                 break
             self.twin.clock.sleep(POLL_SECONDS)
         self.check(terminal_at is not None, "terminal", f"{record.status} after {self._elapsed():.0f}s")
-        if terminal_at is not None and deadline:
+        if terminal_at is not None and deadline and terminal_at > deadline + POLL_SECONDS:
+            began = record.created_at.timestamp()
+            trace = "; ".join(
+                f"+{e.at.timestamp() - began:.0f}s {e.kind}: {e.message[:80]}" for e in repo.timeline(operation_id)
+            )
+            leases = ", ".join(f"+{t - began:.0f}s->+{lease - began:.0f}s" for t, lease in seen)
             self.check(
-                terminal_at <= deadline + POLL_SECONDS,
+                False,
                 "terminal before its deadline",
-                f"ended {terminal_at - deadline:.0f}s after its lease",
+                f"ended {terminal_at - deadline:.0f}s after its lease (leases seen {leases}); timeline {trace}",
             )
         self.twin.clock.sleep(POLL_SECONDS)  # closing events, the lock release
         self.calm()
