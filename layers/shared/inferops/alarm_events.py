@@ -13,7 +13,6 @@ A scale-from-zero alarm (inferops.scaling) in ALARM wakes its endpoint instead: 
 
 from __future__ import annotations
 
-import math
 import os
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,7 +25,7 @@ from inferops.storage import ALARM_NAME_MAX_LENGTH, WaitPurpose
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
-    from inferops.storage import AlarmWatch, Repository, TaskToken
+    from inferops.storage import AlarmWatch, Repository
 
 STOP_ERROR = "AlarmTriggered"
 """The error a parked wait fails with: the flows catch it and roll back."""
@@ -34,7 +33,6 @@ STOPPABLE_WAITS = (WaitPurpose.BAKE, WaitPurpose.APPROVAL)
 SHADOW_TEST_KIND = "shadow_test"  # inferops.shadow.KIND (not imported: it would weigh on this handler's cold start)
 SHADOW_TEST_WAITS = (WaitPurpose.SHADOW_WATCH, WaitPurpose.APPROVAL)
 """A shadow test's waits a guard alarm fails: between two analyses, or waiting for approval."""
-_GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
 WAKE_ALARM_PREFIX = "InferOps-"
 """The scale-from-zero alarms inferops.scaling creates (the table says which endpoint each one wakes)."""
 
@@ -189,26 +187,10 @@ def _fail_waits(
         if token is None:
             continue
         if token.operation_id != watch.operation_id:  # another operation's wait: not ours to end
-            _put_back(repo, token)
+            repo.put_back_task_token(token)
             continue
-        key = f"{watch.operation_id}:{purpose}"
-        try:
-            stepfunctions.send_task_failure(taskToken=token.token, error=STOP_ERROR, cause=reason)
-        except stepfunctions.exceptions.ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code in _GONE:  # the flow already moved on; it finds the stop request at its next step
-                results[key] = f"gone ({code})"
-                continue
-            _put_back(repo, token)
-            raise  # EventBridge retries; the retry finds the stop recorded and fails the token again
-        results[key] = "failed"
+        # throttled or a 5xx raises: EventBridge retries, finds the stop recorded and fails the token again;
+        # a wait that is gone means the flow moved on: it finds the stop request at its next step
+        gone = repo.send_to_task_token(stepfunctions, token, error=STOP_ERROR, cause=reason)
+        results[f"{watch.operation_id}:{purpose}"] = f"gone ({gone})" if gone else "failed"
     return results
-
-
-def _put_back(repo: Repository, token: TaskToken) -> None:
-    """Restore a token we took but did not deliver, with its original creation time and expiry."""
-    remaining = token.expires_at - math.ceil(repo.now())  # whole seconds: put back, it expires at the same second
-    if remaining > 0:  # a token that expires meanwhile stays gone, as TTL would remove it
-        repo.put_task_token(
-            token.endpoint, token.purpose, token.token, token.operation_id, remaining, created_at=token.created_at
-        )

@@ -9,7 +9,6 @@ which has no cancel call, is rolled back by setting one of its rollback alarms t
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -19,12 +18,10 @@ from inferops.errors import Conflict, InferOpsError, NotFound
 from inferops.flow_steps import Clients as Clients  # noqa: PLC0414 (explicit re-export for callers)
 from inferops.planner import DeploymentRequest, Plan, PlanResult
 from inferops.rollout import KIND, FlowState, preflight
-from inferops.storage import OperationRecord, OperationStatus, Repository, TaskToken, TimelineEntry, WaitPurpose
+from inferops.storage import OperationRecord, OperationStatus, Repository, TimelineEntry, WaitPurpose
 
 if TYPE_CHECKING:
     pass
-
-_GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
 
 
 class Refused(InferOpsError):
@@ -155,46 +152,22 @@ def abort(operation_id: str, clients: Clients, *, by: str, reason: str | None = 
     return get(operation_id, repo)
 
 
-def _put_back(repo: Repository, token: TaskToken) -> None:
-    """Return a token we took but must not deliver, with its original expiry."""
-    ttl = max(1.0, token.expires_at - repo.now())
-    repo.put_task_token(
-        token.endpoint, token.purpose, token.token, token.operation_id, ttl, created_at=token.created_at
-    )
-
-
 def _fail_waiting(clients: Clients, endpoint: str, operation_id: str, purpose: WaitPurpose, why: str) -> None:
-    token = clients.repo.take_task_token(endpoint, purpose)
-    if token is None:
-        return
-    if token.operation_id != operation_id:  # not ours (cannot happen under the lock): leave it
-        _put_back(clients.repo, token)
-        return
-    try:
-        clients.stepfunctions.send_task_failure(taskToken=token.token, error="StopRequested", cause=why)
-    except clients.stepfunctions.exceptions.ClientError as error:
-        if error.response.get("Error", {}).get("Code", "") not in _GONE:
-            _put_back(clients.repo, token)  # throttled or a 5xx: a retried abort must still find it
-            raise
+    """Fail this deployment's parked wait (a 5xx raises with the token put back: a retried abort finds it)."""
+    token = clients.repo.take_own_task_token(endpoint, purpose, operation_id)
+    if token is not None:
+        clients.repo.send_to_task_token(clients.stepfunctions, token, error="StopRequested", cause=why)
 
 
 def approve(operation_id: str, clients: Clients, *, by: str) -> DeploymentView:
     """Let a paused managed deployment take its next traffic step."""
     repo = clients.repo
     record = _deployment(operation_id, repo)
-    token = repo.take_task_token(record.endpoint, WaitPurpose.APPROVAL)
-    if token is not None and token.operation_id != operation_id:  # another deployment's: leave it waiting
-        _put_back(repo, token)
-        token = None
+    token = repo.take_own_task_token(record.endpoint, WaitPurpose.APPROVAL, operation_id)
     if token is None:
         raise Conflict(f"deployment {operation_id} is {record.status} and not waiting for an approval", "status")
-    try:
-        clients.stepfunctions.send_task_success(taskToken=token.token, output=json.dumps({"approved_by": by}))
-    except clients.stepfunctions.exceptions.ClientError as error:
-        if error.response.get("Error", {}).get("Code", "") in _GONE:
-            raise Conflict(f"deployment {operation_id} stopped waiting for an approval", "status") from error
-        _put_back(repo, token)  # throttled or a 5xx: the approval can be retried
-        raise
+    if repo.send_to_task_token(clients.stepfunctions, token, output={"approved_by": by}):  # a 5xx: retry approve
+        raise Conflict(f"deployment {operation_id} stopped waiting for an approval", "status")
     repo.append_timeline(operation_id, "approved", f"approved by {by}", {"by": by})
     return get(operation_id, repo)
 

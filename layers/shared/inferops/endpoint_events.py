@@ -23,12 +23,11 @@ from inferops.storage import WaitPurpose
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
-    from inferops.storage import Repository, TaskToken
+    from inferops.storage import Repository
 
 ENDPOINT_STATE_CHANGE = "SageMaker Endpoint State Change"
 DEPLOYMENT_STATE_CHANGE = "SageMaker Endpoint Deployment State Change"
 WAIT_PURPOSE = WaitPurpose.ENDPOINT_UPDATE
-TOKEN_TTL_SECONDS = 8 * 3600 + 3600  # the longest native rollout (28,800 s) and an hour of margin
 STATUSES = {
     "OUT_OF_SERVICE": "OutOfService",
     "CREATING": "Creating",
@@ -41,7 +40,6 @@ STATUSES = {
     "UPDATE_ROLLBACK_FAILED": "UpdateRollbackFailed",
 }
 SETTLED = frozenset({"InService", "Failed", "UpdateRollbackFailed", "OutOfService"})
-_GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
 
 
 class _Detail(BaseModel):
@@ -150,20 +148,9 @@ def react(change: EndpointChange, repo: Repository, stepfunctions: SFNClient) ->
     if token is None:
         return {"action": "recorded" if freshness == "new" else "ignored", "operation": operation}
     if change.modified_ms < token.created_at.timestamp() * 1000:  # settled before the flow started waiting
-        _put_back(repo, token)
+        repo.put_back_task_token(token)
         return {"action": "recorded", "operation": operation, "token": "kept (event predates the wait)"}
-    try:
-        stepfunctions.send_task_success(taskToken=token.token, output=change.model_dump_json())
-    except stepfunctions.exceptions.ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
-        if code in _GONE:  # the flow already moved on (heartbeat fallback, abort, timeout)
-            return {"action": "recorded", "operation": operation, "token": f"gone ({code})"}
-        _put_back(repo, token)
-        raise  # the retried delivery finds the token again
+    gone = repo.send_to_task_token(stepfunctions, token, output=change.model_dump_json())  # a 5xx: retried delivery
+    if gone:  # the flow already moved on (heartbeat fallback, abort, timeout)
+        return {"action": "recorded", "operation": operation, "token": f"gone ({gone})"}
     return {"action": "resumed", "operation": token.operation_id}
-
-
-def _put_back(repo: Repository, token: TaskToken) -> None:
-    repo.put_task_token(
-        token.endpoint, token.purpose, token.token, token.operation_id, TOKEN_TTL_SECONDS, created_at=token.created_at
-    )

@@ -9,7 +9,6 @@ experiment runs: the sampling percentage, the end time and the description.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,12 +28,10 @@ from inferops.shadow import (
     ShadowPlanResult,
     ShadowTestRequest,
 )
-from inferops.storage import OperationRecord, OperationStatus, Repository, TaskToken, TimelineEntry, WaitPurpose
+from inferops.storage import OperationRecord, OperationStatus, Repository, TimelineEntry, WaitPurpose
 
 if TYPE_CHECKING:
     pass
-
-_GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
 
 
 class Refused(InferOpsError):
@@ -275,39 +272,6 @@ def _running(operation_id: str, repo: Repository) -> OperationRecord:
     return record
 
 
-def _own_token(repo: Repository, endpoint: str, purpose: WaitPurpose, operation_id: str) -> TaskToken | None:
-    """Take the token parked for this test's wait, if it is this test's (another operation's is put back)."""
-    token = repo.take_task_token(endpoint, purpose)
-    if token is not None and token.operation_id != operation_id:
-        _put_back(repo, token)
-        return None
-    return token
-
-
-def _put_back(repo: Repository, token: TaskToken) -> None:
-    ttl = max(1.0, token.expires_at - repo.now())
-    repo.put_task_token(
-        token.endpoint, token.purpose, token.token, token.operation_id, ttl, created_at=token.created_at
-    )
-
-
-def _deliver(
-    clients: Clients, token: TaskToken, *, output: dict[str, Any] | None = None, error: str = "", cause: str = ""
-) -> bool:
-    """Resume (output) or fail (error) a parked wait; False when the wait is gone (the flow moved on)."""
-    try:
-        if output is not None:
-            clients.stepfunctions.send_task_success(taskToken=token.token, output=json.dumps(output))
-        else:
-            clients.stepfunctions.send_task_failure(taskToken=token.token, error=error, cause=cause[:32000])
-    except clients.stepfunctions.exceptions.ClientError as failure:
-        if failure.response.get("Error", {}).get("Code", "") in _GONE:
-            return False
-        _put_back(clients.repo, token)  # throttled or a 5xx: a retried request must still find it
-        raise
-    return True
-
-
 def _record_decision(
     repo: Repository, record: OperationRecord, decision: str, by: str, reason: str | None
 ) -> dict[str, Any]:
@@ -373,8 +337,8 @@ def approve(operation_id: str, clients: Clients, *, by: str) -> ShadowTestView:
 def _wake(clients: Clients, record: OperationRecord, decision: dict[str, Any]) -> bool:
     """Hand a decision to the parked wait (approval first, else the watch); False when none is parked."""
     for purpose in (WaitPurpose.APPROVAL, WaitPurpose.SHADOW_WATCH):
-        token = _own_token(clients.repo, record.endpoint, purpose, record.id)
-        if token is not None and _deliver(clients, token, output=decision):
+        token = clients.repo.take_own_task_token(record.endpoint, purpose, record.id)
+        if token is not None and not clients.repo.send_to_task_token(clients.stepfunctions, token, output=decision):
             return True
     return False
 
@@ -395,9 +359,9 @@ def discard(operation_id: str, clients: Clients, *, by: str, reason: str | None 
     if repo.get_operation_state(operation_id, PROGRESS) is None:  # still waiting for SageMaker to start the test
         purposes.append(WaitPurpose.ENDPOINT_UPDATE)
     for purpose in purposes:
-        token = _own_token(repo, record.endpoint, purpose, operation_id)
+        token = repo.take_own_task_token(record.endpoint, purpose, operation_id)
         if token is not None:
-            _deliver(clients, token, error="StopRequested", cause=why)
+            repo.send_to_task_token(clients.stepfunctions, token, error="StopRequested", cause=why)
     return get(operation_id, repo)
 
 

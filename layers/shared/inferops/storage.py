@@ -67,6 +67,7 @@ Time comes only from the injected clock: the local twin drives it virtually.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
 import secrets
@@ -89,6 +90,7 @@ from inferops.errors import Conflict, InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_stepfunctions import SFNClient
 
 __all__ = [
     "ALARM_NAME_MAX_LENGTH",
@@ -99,6 +101,7 @@ __all__ = [
     "TERMINAL_RETENTION_DAYS",
     "TERMINAL_STATUSES",
     "TIMELINE_RETENTION_DAYS",
+    "TOKEN_GONE",
     "AlarmWatch",
     "EndpointLock",
     "OperationRecord",
@@ -114,6 +117,9 @@ TERMINAL_RETENTION_DAYS = 90
 """How long a finished operation (and its timeline) is kept before TTL removes it."""
 TIMELINE_RETENTION_DAYS = 90
 """TTL of a timeline entry written while its operation is still running."""
+TOKEN_GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
+"""What Step Functions answers for a token whose wait is over: nothing to resume, nothing to retry."""
+
 LOCK_TTL_GRACE_SECONDS = 86_400
 """A lock item outlives its lease by this much, so a crashed owner's lock is eventually removed."""
 DEFAULT_LIST_LIMIT = 20
@@ -829,6 +835,51 @@ class Repository:
             ReturnValues="ALL_OLD",
         )
         return self._live_token(response.get("Attributes"))
+
+    def take_own_task_token(self, endpoint: str, purpose: str, operation_id: str) -> TaskToken | None:
+        """Take the token parked for this operation's wait; another operation's is put back and None returned."""
+        token = self.take_task_token(endpoint, purpose)
+        if token is not None and token.operation_id != operation_id:
+            self.put_back_task_token(token)
+            return None
+        return token
+
+    def put_back_task_token(self, token: TaskToken) -> None:
+        """Restore a token taken but not delivered, with its creation time and expiry (one that expired meanwhile
+        stays gone, as TTL would have removed it)."""
+        remaining = token.expires_at - math.ceil(self.now())
+        if remaining > 0:
+            self.put_task_token(
+                token.endpoint, token.purpose, token.token, token.operation_id, remaining, created_at=token.created_at
+            )
+
+    def send_to_task_token(
+        self,
+        stepfunctions: SFNClient,
+        token: TaskToken,
+        *,
+        output: Mapping[str, Any] | str | None = None,
+        error: str = "",
+        cause: str = "",
+    ) -> str | None:
+        """Resume (`output`) or fail (`error`) a wait parked under a token taken from the table.
+
+        None when delivered; the error code when the wait is gone (its flow moved on: heartbeat, abort, timeout).
+        Throttled or a 5xx: the token is put back, so a retry finds it, and the error is raised.
+        """
+        try:
+            if output is not None:
+                body = output if isinstance(output, str) else json.dumps(output)
+                stepfunctions.send_task_success(taskToken=token.token, output=body)
+            else:
+                stepfunctions.send_task_failure(taskToken=token.token, error=error, cause=cause[:32000])
+        except ClientError as failure:
+            code = failure.response.get("Error", {}).get("Code", "")
+            if code in TOKEN_GONE:
+                return code
+            self.put_back_task_token(token)
+            raise
+        return None
 
     def get_task_token(self, endpoint: str, purpose: str) -> TaskToken | None:
         _check_key_part(endpoint, "endpoint")
