@@ -259,23 +259,33 @@ def plan_step(state: FlowState, services: Services) -> FlowState:
     return state.model_copy(update={"plan": result.plan, "next": "lock"})
 
 
+def lock_for_flow(services: Services, operation_id: str, endpoint: str, lease: float) -> str | None:
+    """Take (or extend: the API took it for the start) the endpoint's lock for the flow's whole life and mark the
+    operation RUNNING; None when held, else why it is refused (another operation holds the endpoint)."""
+    repo = services.repo
+    try:
+        repo.acquire_lock(endpoint, operation_id, lease)
+    except Conflict as busy:
+        repo.transition(operation_id, OperationStatus.REFUSED, result={"reason": busy.message})
+        repo.append_timeline(operation_id, "refused", busy.message)
+        return busy.message
+    if repo.get_operation(operation_id).status is OperationStatus.PENDING:  # not on a retry
+        repo.transition(operation_id, OperationStatus.RUNNING, expected=OperationStatus.PENDING)
+        repo.append_timeline(operation_id, "locked", f"endpoint {endpoint} locked for {lease:.0f} s")
+    return None
+
+
 def acquire_lock(state: FlowState, services: Services) -> FlowState:
     """One operation per endpoint: a held lock refuses this one (the API reports that as a 409 earlier)."""
     the_plan = _plan(state)
     lease = max(the_plan.max_execution_timeout_seconds, the_plan.total_seconds) + LOCK_MARGIN_SECONDS
     if the_plan.path == "managed":
         lease = max(lease, STEP_LEASE_SECONDS)
-    try:
-        services.repo.acquire_lock(the_plan.endpoint_name, state.operation_id, lease)
-    except Conflict as busy:
-        services.repo.transition(state.operation_id, OperationStatus.REFUSED, result={"reason": busy.message})
-        _timeline(services, state, "refused", busy.message)
+    refused = lock_for_flow(services, state.operation_id, the_plan.endpoint_name, lease)
+    if refused is not None:
         return state.model_copy(
-            update={"outcome": Outcome(status=OperationStatus.REFUSED, reason=busy.message), "next": "finish"}
+            update={"outcome": Outcome(status=OperationStatus.REFUSED, reason=refused), "next": "finish"}
         )
-    if services.repo.get_operation(state.operation_id).status is OperationStatus.PENDING:  # not on a retry
-        services.repo.transition(state.operation_id, OperationStatus.RUNNING, expected=OperationStatus.PENDING)
-        _timeline(services, state, "locked", f"endpoint {the_plan.endpoint_name} locked for {lease} s")
     return state.model_copy(update={"next": "prepare"})
 
 

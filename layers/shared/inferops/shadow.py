@@ -832,17 +832,11 @@ def acquire_lock(state: FlowState, services: Services) -> FlowState:
         + (request.approval_timeout_hours * 3600 if request.action == "approval" else 0)
         + LOCK_MARGIN_SECONDS
     )
-    try:
-        services.repo.acquire_lock(the_plan.endpoint_name, state.operation_id, lease)
-    except Conflict as busy:
-        services.repo.transition(state.operation_id, OperationStatus.REFUSED, result={"reason": busy.message})
-        _timeline(services, state, "refused", busy.message)
+    refused = rollout.lock_for_flow(services, state.operation_id, the_plan.endpoint_name, lease)
+    if refused is not None:
         return state.model_copy(
-            update={"outcome": Outcome(status=OperationStatus.REFUSED, reason=busy.message), "next": "finish"}
+            update={"outcome": Outcome(status=OperationStatus.REFUSED, reason=refused), "next": "finish"}
         )
-    if services.repo.get_operation(state.operation_id).status is OperationStatus.PENDING:  # not on a retry
-        services.repo.transition(state.operation_id, OperationStatus.RUNNING, expected=OperationStatus.PENDING)
-        _timeline(services, state, "locked", f"endpoint {the_plan.endpoint_name} locked for {lease:.0f} s")
     return state.model_copy(update={"next": "create"})
 
 
