@@ -960,13 +960,7 @@ class Repository:
 
     def delivery_policies(self) -> list[dict[str, Any]]:
         """Every stored policy record (one Query on gsi1's ``POLICIES`` partition, never a Scan)."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.table_name,
-            "IndexName": GSI1_NAME,
-            "KeyConditionExpression": "gsi1pk = :pk",
-            "ExpressionAttributeValues": {":pk": _string("POLICIES")},
-        }
-        return [_policy_record(item) for item in self._query(kwargs)]
+        return [_policy_record(item) for item in self._gsi1_partition("POLICIES")]
 
     def delete_delivery_policy(self, group: str) -> bool:
         """Remove the policy; False when there was none."""
@@ -1135,13 +1129,7 @@ class Repository:
 
     def scaling_endpoints(self) -> list[dict[str, Any]]:
         """Every endpoint's scale-to-zero record (one Query on gsi1's ``SCALING`` partition, never a Scan)."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.table_name,
-            "IndexName": GSI1_NAME,
-            "KeyConditionExpression": "gsi1pk = :pk",
-            "ExpressionAttributeValues": {":pk": _string("SCALING")},
-        }
-        return [_deserialize(item) for item in self._query(kwargs)]
+        return [_deserialize(item) for item in self._gsi1_partition("SCALING")]
 
     def claim_wake(self, endpoint: str, operation_id: str, lease_seconds: float) -> str | None:
         """Claim the endpoint's wake in one conditional write: None when `operation_id` won, else the holder.
@@ -1259,6 +1247,17 @@ class Repository:
                 raise NotFound(f"operation {operation_id} does not exist", "operation_id") from err
             return OperationRecord.model_validate(old), False
         return OperationRecord.model_validate(_deserialize(response["Attributes"])), True
+
+    def _gsi1_partition(self, name: str) -> Iterator[dict[str, Any]]:
+        """The raw items of one gsi1 partition that lists a kind of record (e.g. ``SCALING``), every page."""
+        return self._query(
+            {
+                "TableName": self.table_name,
+                "IndexName": GSI1_NAME,
+                "KeyConditionExpression": "gsi1pk = :pk",
+                "ExpressionAttributeValues": {":pk": _string(name)},
+            }
+        )
 
     def _query(self, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
         while True:
