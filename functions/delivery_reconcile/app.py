@@ -24,10 +24,14 @@ def _services() -> Services:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     services = _services()
     sweep = delivery_reconcile.reconcile(services, services.repo.now())
-    for decision in sweep.decisions:
-        logger.info(f"reconciled: {decision.action}", extra=decision.model_dump())
+    for decision in sweep.decisions:  # a skip repeats every sweep until the registry changes: debug only
+        log = logger.debug if decision.action == "skipped" else logger.info
+        log(f"reconciled: {decision.action}", extra=decision.model_dump())
     for group, reason in sweep.failures.items():
         logger.warning("group not reconciled, the next sweep tries again", extra={"group": group, "reason": reason})
-    repaired = [d for d in sweep.decisions if d.action != "skipped"]
-    logger.info("delivery reconciliation done", extra={"repaired": len(repaired), "failed": len(sweep.failures)})
+    repaired = sum(1 for d in sweep.decisions if d.action != "skipped")
+    skipped = len(sweep.decisions) - repaired
+    logger.info(
+        "delivery reconciliation done", extra={"repaired": repaired, "skipped": skipped, "failed": len(sweep.failures)}
+    )
     return sweep.model_dump()

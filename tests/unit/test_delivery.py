@@ -457,7 +457,9 @@ class Registry:
         self.versions: dict[int, tuple[str, float]] = {}
 
     def list_model_packages(self, **query: Any) -> dict[str, Any]:
-        assert query["ModelPackageGroupName"] == GROUP and query["SortOrder"] == "Descending"
+        if query["ModelPackageGroupName"] != GROUP:
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "ListModelPackages")
+        assert query["SortOrder"] == "Descending"
         chosen = [v for v, (approval, _) in self.versions.items() if approval == query["ModelApprovalStatus"]]
         summaries = [{"ModelPackageVersion": v, "ModelPackageArn": _arn(v)} for v in sorted(chosen, reverse=True)]
         return {"ModelPackageSummaryList": summaries}
@@ -572,3 +574,16 @@ def test_the_sweep_stops_a_rejected_version_before_production_as_the_lost_event_
     assert sfn.failures == [("t-hold", "StopRequested", "version 2 was rejected in the model registry")]
     assert repo.get_operation("dlv-fraud-scorer-3").stop_request is None  # production started: it goes on
     assert again == []
+
+
+def test_a_group_the_sweep_cannot_read_is_reported_and_the_others_are_reconciled(
+    repo: Repository, sweeping: Services, registry: Registry
+) -> None:
+    repo.put_delivery_policy("ranker", policy().model_dump(mode="json"), by="alice")
+    repo.put_delivery_policy(GROUP, policy().model_dump(mode="json"), by="alice")
+    registry.versions = {2: ("Approved", NOW + 60)}
+    repo.tick[0] += 600  # type: ignore[attr-defined]
+    done = delivery_reconcile.reconcile(sweeping, repo.now())
+
+    assert list(done.failures) == ["ranker"] and "AccessDeniedException" in done.failures["ranker"]
+    assert [(d.group, d.action) for d in done.decisions] == [(GROUP, "started")]
