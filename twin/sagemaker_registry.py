@@ -1,6 +1,8 @@
-"""The Model Registry's events: moto keeps model package groups and packages (Create/Describe/List/Update);
-the twin adds what SageMaker also does, the EventBridge "SageMaker Model Package State Change" event when a
-versioned package is created and each time it is updated (an approval repeated is a repeated event).
+"""The Model Registry's events: moto keeps model package groups and packages (Create/Describe/List/Update, List
+filtered by group and approval status, sorted by CreationTime); the twin adds what SageMaker also does, the
+EventBridge "SageMaker Model Package State Change" event when a versioned package is created and each time it is
+updated (an approval repeated is a repeated event), and stamps CreationTime and LastModifiedTime with the twin's
+virtual clock (moto's are wall-clock times, which the reconciliation would compare with the policy's).
 
 Shape: the published sample (https://docs.aws.amazon.com/sagemaker/latest/dg/automating-sagemaker-with-eventbridge.html,
 "Model package state change"): the package's DescribeModelPackage fields, times as ISO strings with a `Z`,
@@ -45,12 +47,12 @@ class RegistryMixin(SimulatorBase):
     def registry_handlers(self) -> dict[str, Callable[[SageMakerResponse], ActionResult]]:
         """moto's response methods to replace (by name): each runs moto's, then sends the event."""
         return {
-            "create_model_package": self._after(SageMakerResponse.create_model_package),
-            "update_model_package": self._after(SageMakerResponse.update_model_package),
+            "create_model_package": self._after(SageMakerResponse.create_model_package, created=True),
+            "update_model_package": self._after(SageMakerResponse.update_model_package, created=False),
         }
 
     def _after(
-        self, original: Callable[[SageMakerResponse], ActionResult]
+        self, original: Callable[[SageMakerResponse], ActionResult], *, created: bool
     ) -> Callable[[SageMakerResponse], ActionResult]:
         def handle(response: SageMakerResponse) -> ActionResult:
             result = original(response)
@@ -58,7 +60,12 @@ class RegistryMixin(SimulatorBase):
             arn = outcome.get("ModelPackageArn") if isinstance(outcome, dict) else None
             if arn:
                 backend = self.backend(response.current_account, response.region)
-                self.package_event(backend, str(arn), self.clock.now())
+                now = self.clock.now()
+                package = backend.describe_model_package(str(arn))
+                package.last_modified_time = dt(now).replace(tzinfo=None)  # naive UTC, as moto keeps its times
+                if created:
+                    package.creation_time = package.last_modified_time
+                self.package_event(backend, str(arn), now)
             return result
 
         return handle

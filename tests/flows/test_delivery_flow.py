@@ -191,3 +191,31 @@ def test_a_newer_approval_supersedes_a_waiting_one_and_a_rejection_cancels() -> 
     letter = json.loads(letters[0]["Body"])
     assert letter["requestPayload"]["id"] == malformed["id"] and letter["requestContext"]["approximateInvokeCount"] == 3
     assert "detail.ModelPackageVersion" in letter["responsePayload"]["errorMessage"]  # the reason
+
+
+def test_an_approval_whose_event_is_lost_is_delivered_by_the_scheduled_reconciliation() -> None:
+    """EventBridge loses the approval event: the reconciliation (DeliveryReconcileFunction on its schedule) finds the
+    latest approved version without a delivery and starts it through the event's own code; one stage keeps it short."""
+    with Twin() as twin:
+        create_endpoint(twin, name=STAGING, count=2)
+        (arn,) = registry(twin)
+        staging_only = {"stages": [policy()["stages"][0]]}
+        status, reply = twin.api_request("PUT", f"/delivery-policies/{GROUP}", body=staging_only)
+        assert status == 200, reply
+        twin.faults.lose_next({"detail-type": [PACKAGE_EVENT], "detail": {"ModelApprovalStatus": ["Approved"]}})
+        set_approval(twin, arn, "Approved")
+        approved_at = twin.clock.now()
+        the_id = f"dlv-{GROUP}-1"
+        view = finished(twin, the_id)
+        sweeps = twin.lambdas.of("DeliveryReconcileFunction")
+        started = [i for i in sweeps if i.ok and any(d["action"] == "started" for d in i.payload["decisions"])]
+        status_list, listed = twin.api_request("GET", "/deliveries", query={"group": GROUP})
+        staging = serving_config(twin, STAGING)
+
+    assert twin.faults.counts["event.lost"] == 1
+    assert view["status"] == "SUCCEEDED", view
+    assert [e["kind"] for e in view["timeline"]][:2] == ["approved", "reconciled"]
+    assert len(started) == 1 and started[0].started - approved_at <= 600 + 180 + 60  # a period, the grace, a poll
+    assert all(i.ok for i in sweeps)
+    assert status_list == 200 and [d["id"] for d in listed["deliveries"]] == [the_id]
+    assert staging[0] == "InService" and staging[1] != f"{STAGING}-v1"

@@ -44,7 +44,7 @@ DURATIONS = (600, 3600, 6 * 3600, 24 * 3600)
 GOAL_GROWTH = 1.05
 # A row that counts every invocation in its window leaves out the functions on a timer (template.yaml Schedule
 # events: they run for the whole fleet whatever the operations do) and the API, which the benchmark polls
-NOT_THE_FLOW = frozenset({"ScalingSweepFunction", "PriceRefreshFunction", "ApiFunction"})
+NOT_THE_FLOW = frozenset({"ScalingSweepFunction", "DeliveryReconcileFunction", "PriceRefreshFunction", "ApiFunction"})
 
 
 @dataclass

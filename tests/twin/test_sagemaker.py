@@ -1139,3 +1139,33 @@ def test_events_match_the_published_samples(blue: Twin) -> None:
     created = blue.sm.describe_endpoint(EndpointName="ep")["CreationTime"]
     assert canary_bake["detail"]["CreationTime"] == round(created.timestamp() * 1000)
     assert blue.sink.of_type(STATE)[0]["detail"]["CreationTime"] == float(round(created.timestamp() * 1000))
+
+
+def test_the_registry_lists_a_groups_approved_versions_newest_first_with_virtual_times(twin: Twin) -> None:
+    """What the delivery reconciliation reads: ListModelPackages by group and approval status, and the versions'
+    CreationTime / LastModifiedTime on the twin's clock (moto's own are wall-clock times)."""
+    twin.sm.create_model_package_group(ModelPackageGroupName="scorer")
+    twin.sm.create_model_package_group(ModelPackageGroupName="other")
+    spec = {"Containers": [{"Image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/s:1"}]}
+    arns = []
+    for group in ("scorer", "scorer", "scorer", "other"):
+        twin.clock.sleep(60)
+        arns.append(
+            twin.sm.create_model_package(
+                ModelPackageGroupName=group, InferenceSpecification=spec, ModelApprovalStatus="PendingManualApproval"
+            )["ModelPackageArn"]
+        )
+    created = twin.clock.now()
+    twin.clock.sleep(600)
+    for arn in (arns[0], arns[1], arns[3]):
+        twin.sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    approved_at = twin.clock.now()
+
+    listed = twin.sm.list_model_packages(
+        ModelPackageGroupName="scorer", ModelApprovalStatus="Approved", SortBy="CreationTime", SortOrder="Descending"
+    )["ModelPackageSummaryList"]
+    described = twin.sm.describe_model_package(ModelPackageName=arns[1])
+
+    assert [(p["ModelPackageGroupName"], p["ModelPackageVersion"]) for p in listed] == [("scorer", 2), ("scorer", 1)]
+    assert described["CreationTime"].timestamp() == pytest.approx(created - 120, abs=5)
+    assert described["LastModifiedTime"].timestamp() == pytest.approx(approved_at, abs=5)

@@ -3,6 +3,7 @@ Step Functions fake, and the children's start code replaced where the step's dec
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from inferops import deliveries, delivery, deployments, shadow_tests
+from inferops import deliveries, delivery, delivery_reconcile, deployments, shadow_tests
 from inferops.delivery import DeliveryState, Services
 from inferops.delivery_policy import DeliveryPolicy
 from inferops.errors import Conflict, InvalidInput
@@ -92,6 +93,21 @@ def recorded(repo: Repository, the_policy: DeliveryPolicy, version: int = 2) -> 
     }
     record = repo.create_operation(delivery.KIND, GROUP, request, deliveries.delivery_id(GROUP, version))
     return deliveries.state_of(record)
+
+
+def in_production(repo: Repository, state: DeliveryState) -> DeliveryState:
+    """The recorded delivery started, staging done, production's deployment running."""
+    repo.set_execution(state.delivery_id, "arn:execution")
+    stages = [s.model_copy(update={"status": "SUCCEEDED"}) for s in state.stages]
+    stages[1] = stages[1].model_copy(
+        update={
+            "status": "RUNNING",
+            "children": [delivery.ChildRun(kind="deployment", operation_id="op-x", started_at=NOW)],
+        }
+    )
+    running = state.model_copy(update={"stages": stages, "stage": 1})
+    delivery.save(running, repo)
+    return running
 
 
 def child(repo: Repository, endpoint: str, status: S, **result: Any) -> str:
@@ -410,16 +426,7 @@ def test_a_rejection_stops_a_delivery_before_production_only(repo: Repository, s
     assert deliveries.on_package_change(rejected, services)["action"] == "cancelled"
     assert repo.get_operation(state.delivery_id).status is S.ABORTED  # queued: ends at once
 
-    later = recorded(repo, policy(), version=5)
-    repo.set_execution(later.delivery_id, "arn:execution")
-    stages = [s.model_copy(update={"status": "SUCCEEDED"}) for s in later.stages]
-    stages[1] = stages[1].model_copy(
-        update={
-            "status": "RUNNING",
-            "children": [delivery.ChildRun(kind="deployment", operation_id="op-x", started_at=NOW)],
-        }
-    )
-    delivery.save(later.model_copy(update={"stages": stages, "stage": 1}), repo)
+    later = in_production(repo, recorded(repo, policy(), version=5))
     five = rejected.model_copy(update={"version": 5, "arn": ARN.replace("/2", "/5")})
     kept = deliveries.on_package_change(five, services)
     assert kept["action"] == "kept" and repo.get_operation(later.delivery_id).stop_request is None
@@ -440,3 +447,143 @@ def test_a_childs_finished_event_resumes_only_the_delivery_waiting_for_it(
     event["detail"].pop("operationId")
     with pytest.raises(InvalidInput, match="operationId"):
         deliveries.normalize_inferops_event(event)
+
+
+# ------------------------------------------------------------------------------------------------ reconciliation
+class Registry:
+    """ListModelPackages and DescribeModelPackage over versions of GROUP: version -> (approval, changed at)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[int, tuple[str, float]] = {}
+
+    def list_model_packages(self, **query: Any) -> dict[str, Any]:
+        if query["ModelPackageGroupName"] != GROUP:
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "ListModelPackages")
+        assert query["SortOrder"] == "Descending"
+        chosen = [v for v, (approval, _) in self.versions.items() if approval == query["ModelApprovalStatus"]]
+        summaries = [{"ModelPackageVersion": v, "ModelPackageArn": _arn(v)} for v in sorted(chosen, reverse=True)]
+        return {"ModelPackageSummaryList": summaries}
+
+    def describe_model_package(self, ModelPackageName: str) -> dict[str, Any]:
+        approval, changed = self.versions[int(ModelPackageName.rsplit("/", 1)[1])]
+        when = datetime.fromtimestamp(changed, UTC)
+        return {"ModelPackageArn": ModelPackageName, "ModelApprovalStatus": approval, "LastModifiedTime": when}
+
+
+def _arn(version: int) -> str:
+    return ARN.replace("/2", f"/{version}")
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry()
+
+
+@pytest.fixture
+def sweeping(services: Services, registry: Registry) -> Services:
+    """The services with the registry as their SageMaker client (the sweep reads it)."""
+    with_registry = dataclasses.replace(services.deployments, sagemaker=registry)  # type: ignore[arg-type]
+    return dataclasses.replace(services, deployments=with_registry)
+
+
+def sweep(repo: Repository, services: Services, after: float) -> list[tuple[str, str, str]]:
+    """Let `after` seconds pass, then sweep: (action, delivery, why) of each decision."""
+    repo.tick[0] += after  # type: ignore[attr-defined]
+    done = delivery_reconcile.reconcile(services, repo.now())
+    assert done.failures == {}
+    return [(d.action, d.delivery, d.why) for d in done.decisions]
+
+
+def test_the_sweep_starts_a_lost_approval_after_the_grace_period_once_whatever_the_late_event(
+    repo: Repository, sweeping: Services, registry: Registry, sfn: StepFunctions, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo.put_delivery_policy(GROUP, policy().model_dump(mode="json"), by="alice")
+    registry.versions = {1: ("Approved", NOW - 86400), 2: ("Approved", NOW + 60)}  # v2's event is lost
+    early = sweep(repo, sweeping, 120)
+    started = sweep(repo, sweeping, delivery_reconcile.GRACE_SECONDS)
+    metric = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "DeliveriesReconciled" in line]
+    late_event = deliveries.on_package_change(
+        deliveries.normalize_package_event(_event("model_package_approved")), sweeping
+    )
+    again = sweep(repo, sweeping, 600)
+
+    assert early == [("skipped", "dlv-fraud-scorer-2", "version 2 was approved less than 180 s ago")]
+    assert [(action, the_id) for action, the_id, _ in started] == [("started", "dlv-fraud-scorer-2")]
+    assert [s["name"] for s in sfn.started] == ["dlv-fraud-scorer-2"]
+    assert repo.get_operation("dlv-fraud-scorer-2").request["event_id"] == delivery_reconcile.EVENT_ID
+    assert [e.kind for e in repo.timeline("dlv-fraud-scorer-2")] == ["approved", "reconciled"]
+    assert metric and metric[0]["Action"] == "started" and metric[0]["DeliveriesReconciled"] == [1.0]
+    assert late_event["action"] == "duplicate" and again == []  # delivered: neither makes a second delivery
+    assert len(sfn.started) == 1
+
+
+def test_the_sweep_leaves_versions_approved_before_the_policy_and_older_than_a_delivered_one(
+    repo: Repository, sweeping: Services, registry: Registry, sfn: StepFunctions
+) -> None:
+    registry.versions = {4: ("Approved", NOW - 3600)}
+    repo.put_delivery_policy(GROUP, policy().model_dump(mode="json"), by="alice")
+    before_policy = sweep(repo, sweeping, 600)
+    delivered = recorded(repo, policy(), version=5)  # version 5 was delivered, then rejected in the registry
+    repo.transition(delivered.delivery_id, S.RUNNING)
+    repo.transition(delivered.delivery_id, S.SUCCEEDED)
+    registry.versions = {4: ("Approved", NOW + 60), 5: ("Rejected", NOW + 120)}
+    older = sweep(repo, sweeping, 600)
+
+    assert before_policy == [
+        ("skipped", "dlv-fraud-scorer-4", "version 4 was approved before the group's delivery policy existed")
+    ]
+    assert older == [("skipped", "dlv-fraud-scorer-4", "a newer version has a delivery (dlv-fraud-scorer-5)")]
+    assert sfn.started == [] and deliveries.list_page(repo, GROUP, status=None, limit=5, next_token=None).deliveries
+
+
+def test_the_sweep_launches_a_queued_delivery_whose_predecessors_end_was_lost(
+    repo: Repository, sweeping: Services, registry: Registry, sfn: StepFunctions
+) -> None:
+    repo.put_delivery_policy(GROUP, policy().model_dump(mode="json"), by="alice")
+    registry.versions = {2: ("Approved", NOW), 3: ("Approved", NOW + 1)}
+    for version in (2, 3):  # both events arrive: v2 starts and holds the group, v3 queues behind it
+        change = deliveries.normalize_package_event(_event("model_package_approved"))
+        deliveries.on_package_change(change.model_copy(update={"version": version, "arn": _arn(version)}), sweeping)
+    repo.acquire_lock(delivery.group_lock(GROUP), "dlv-fraud-scorer-2", delivery.GROUP_LEASE_SECONDS)  # its 1st step
+    running = sweep(repo, sweeping, 3600)
+    repo.transition("dlv-fraud-scorer-2", S.RUNNING)
+    repo.transition("dlv-fraud-scorer-2", S.SUCCEEDED)
+    repo.release_lock(delivery.group_lock(GROUP), "dlv-fraud-scorer-2")  # ... and its Finished event is lost
+    just_ended = sweep(repo, sweeping, 60)
+    launched = sweep(repo, sweeping, delivery_reconcile.GRACE_SECONDS)
+
+    assert running == [] and just_ended == []  # the group's lock is held, then the Finished event has its turn
+    assert [(action, the_id) for action, the_id, _ in launched] == [("launched", "dlv-fraud-scorer-3")]
+    assert [s["name"] for s in sfn.started] == ["dlv-fraud-scorer-2", "dlv-fraud-scorer-3"]
+
+
+def test_the_sweep_stops_a_rejected_version_before_production_as_the_lost_event_would(
+    repo: Repository, sweeping: Services, registry: Registry, sfn: StepFunctions
+) -> None:
+    repo.put_delivery_policy(GROUP, policy().model_dump(mode="json"), by="alice")
+    waiting = recorded(repo, policy(), version=2)
+    repo.set_execution(waiting.delivery_id, "arn:execution")
+    repo.put_task_token(waiting.delivery_id, WaitPurpose.DELIVERY_HOLD, "t-hold", waiting.delivery_id, 3600)
+    in_production(repo, recorded(repo, policy(), version=3))
+    registry.versions = {2: ("Rejected", NOW + 60), 3: ("Rejected", NOW + 60)}
+    stopped = sweep(repo, sweeping, 600)
+    again = sweep(repo, sweeping, 600)
+
+    assert [(action, the_id) for action, the_id, _ in stopped] == [("stopped", "dlv-fraud-scorer-2")]
+    assert repo.get_operation("dlv-fraud-scorer-2").stop_request is not None
+    assert sfn.failures == [("t-hold", "StopRequested", "version 2 was rejected in the model registry")]
+    assert repo.get_operation("dlv-fraud-scorer-3").stop_request is None  # production started: it goes on
+    assert again == []
+
+
+def test_a_group_the_sweep_cannot_read_is_reported_and_the_others_are_reconciled(
+    repo: Repository, sweeping: Services, registry: Registry
+) -> None:
+    repo.put_delivery_policy("ranker", policy().model_dump(mode="json"), by="alice")
+    repo.put_delivery_policy(GROUP, policy().model_dump(mode="json"), by="alice")
+    registry.versions = {2: ("Approved", NOW + 60)}
+    repo.tick[0] += 600  # type: ignore[attr-defined]
+    done = delivery_reconcile.reconcile(sweeping, repo.now())
+
+    assert list(done.failures) == ["ranker"] and "AccessDeniedException" in done.failures["ranker"]
+    assert [(d.group, d.action) for d in done.decisions] == [(GROUP, "started")]

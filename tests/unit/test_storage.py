@@ -982,3 +982,23 @@ def test_pages_follow_each_other_without_gaps_or_repeats(
         repo.page_operations("ep", cursor="not-a-cursor")
     assert bad.value.field == "nextToken"
     assert "scan" not in recorder.calls
+
+
+def test_a_delivery_policy_keeps_its_creation_time_and_policies_are_listed_without_a_scan(
+    repo: Repository, recorder: RecordingClient, clock: FakeClock
+) -> None:
+    first = repo.put_delivery_policy("scorer", {"stages": [1]}, by="alice")
+    clock.advance(3600)
+    replaced = repo.put_delivery_policy("scorer", {"stages": [2]}, by="bob")
+    repo.put_delivery_policy("ranker", {"stages": [3]}, by="carol")
+    repo.put_delivery_policy("gone", {"stages": [4]}, by="carol")
+    assert repo.delete_delivery_policy("gone")
+
+    listed = repo.delivery_policies()
+    stored = repo.get_delivery_policy("scorer")
+
+    assert first["created_at"] == first["updated_at"] == storage.format_timestamp(datetime.fromtimestamp(T0, UTC))
+    assert replaced["created_at"] == first["created_at"] and replaced["updated_at"] > first["updated_at"]
+    assert stored == replaced == {**replaced, "policy": {"stages": [2]}, "updated_by": "bob"}
+    assert sorted((p["group"], p["policy"]["stages"][0]) for p in listed) == [("ranker", 3), ("scorer", 2)]
+    assert "scan" not in recorder.calls

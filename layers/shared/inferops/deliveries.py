@@ -163,22 +163,23 @@ def _approved(change: PackageChange, clients: Services) -> dict[str, Any]:
         return {"action": "duplicate", "delivery": the_id}
     repo.append_timeline(the_id, "approved", f"version {change.version} approved in the model registry")
     delivered, _ = repo.page_operations(change.group, kind=KIND, status=_S.SUCCEEDED, limit=1)
-    newer = [r for r in [*_live(repo, change.group), *delivered] if r.id != the_id and _version(r) > change.version]
+    newer = [r for r in [*_live(repo, change.group), *delivered] if r.id != the_id and version_of(r) > change.version]
     if newer:
-        reason = f"superseded by version {_version(newer[0])} ({newer[0].id}), approved earlier"
+        reason = f"superseded by version {version_of(newer[0])} ({newer[0].id}), approved earlier"
         repo.transition(the_id, _S.ABORTED, result={"status": "ABORTED", "reason": reason})
         repo.append_timeline(the_id, "superseded", reason)
         return {"action": "superseded", "delivery": the_id}
     superseded = [
         older.id
         for older in _live(repo, change.group)
-        if _version(older) < change.version and _supersede(older, f"superseded by version {change.version}", clients)
+        if version_of(older) < change.version and _supersede(older, f"superseded by version {change.version}", clients)
     ]
     started = launch_next(change.group, clients)
     return {"action": "recorded", "delivery": the_id, "superseded": superseded, "started": started}
 
 
-def _version(record: OperationRecord) -> int:
+def version_of(record: OperationRecord) -> int:
+    """The model package version a delivery delivers."""
     return int(record.request.get("version") or 0)
 
 
@@ -222,7 +223,7 @@ def launch_next(group: str, clients: Services) -> str | None:
         return None
     newest = queued[0]
     for older in queued[1:]:
-        _supersede(older, f"superseded by version {_version(newest)}", clients)
+        _supersede(older, f"superseded by version {version_of(newest)}", clients)
     try:
         repo.acquire_lock(group_lock(group), newest.id, START_LEASE_SECONDS)
     except Conflict:
@@ -258,14 +259,22 @@ def _rejected(change: PackageChange, clients: Services) -> dict[str, Any]:
         return {"action": "ignored", "why": "no delivery of this version"}
     if record.terminal:
         return {"action": "ignored", "why": f"its delivery already ended {record.status}"}
-    stages = _stages(repo, record)
-    production = stages[-1] if stages else None
-    if production is not None and (production.children or production.status in ("SUCCEEDED", "FAILED")):
+    production = production_started(repo, record)
+    if production is not None:
         why = f"version {change.version} rejected after stage {production.name} started: the delivery goes on"
         repo.append_timeline(the_id, "rejected", why)
         return {"action": "kept", "delivery": the_id, "why": why}
     _stop(record, f"version {change.version} was rejected in the model registry", by="model registry", clients=clients)
     return {"action": "cancelled", "delivery": the_id}
+
+
+def production_started(repo: Repository, record: OperationRecord) -> StageRun | None:
+    """The delivery's last (production) stage once it has started: a rejection no longer stops the delivery."""
+    stages = _stages(repo, record)
+    production = stages[-1] if stages else None
+    if production is not None and (production.children or production.status in ("SUCCEEDED", "FAILED")):
+        return production
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ children
@@ -429,7 +438,7 @@ def get(the_id: str, repo: Repository) -> DeliveryView:
     return DeliveryView(
         id=record.id,
         group=record.endpoint,
-        version=_version(record),
+        version=version_of(record),
         model_package_arn=str(record.request.get("model_package_arn")),
         status=record.status,
         created_at=dumped["created_at"],
@@ -499,7 +508,7 @@ def list_page(
             DeliverySummary(
                 id=record.id,
                 group=record.endpoint,
-                version=_version(record),
+                version=version_of(record),
                 status=record.status,
                 created_at=dumped["created_at"],
                 updated_at=dumped["updated_at"],
@@ -564,4 +573,6 @@ def _stop(record: OperationRecord, why: str, *, by: str, clients: Services) -> N
 def state_of(record: OperationRecord) -> DeliveryState:
     """The flow's starting state for a recorded delivery (tests and the demo start executions with it)."""
     policy = DeliveryPolicy.model_validate(record.request["policy"])
-    return initial_state(record.id, record.endpoint, _version(record), str(record.request["model_package_arn"]), policy)
+    return initial_state(
+        record.id, record.endpoint, version_of(record), str(record.request["model_package_arn"]), policy
+    )

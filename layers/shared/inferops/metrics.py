@@ -6,6 +6,7 @@ and alarms in template.yaml read.
     OperationOutcomes  {Kind, Status}   ... by outcome: SUCCEEDED, ROLLED_BACK, FAILED, ABORTED, REFUSED
     Verdicts           {Kind, Result}   the judge's verdicts: Pass, Marginal, Fail
     WakeDurationSeconds {EndpointName}  a scale-to-zero wake: from the request (or alarm) to serving
+    DeliveriesReconciled {Action}       the delivery sweep repaired a lost event: started, stopped, launched
 
 Powertools adds the `service` dimension (POWERTOOLS_SERVICE_NAME, `inferops` in the template) to each set.
 
@@ -50,3 +51,7 @@ def verdict(kind: str, result: str) -> None:
 
 def wake_duration(endpoint: str, seconds: float) -> None:
     emit("WakeDurationSeconds", seconds, "Seconds", EndpointName=endpoint)
+
+
+def delivery_reconciled(action: str) -> None:
+    emit("DeliveriesReconciled", Action=action)

@@ -23,7 +23,7 @@ scale to zero   ``SCALE#<endpoint>``    ``SETTINGS``                    ``SCALIN
 wake alarm      ``WAKEALARM#<alarm>``   ``WAKE``                        -
 async result    ``ASYNC#<inference>``   ``RESULT``                      -
 async stats     ``ASYNCSTATS#<ep>``     ``<hour>#<message>.<try>``      -
-delivery policy ``POLICY#<group>``      ``POLICY``                      -
+delivery policy ``POLICY#<group>``      ``POLICY``                      ``POLICIES`` / ``<group>``
 ==============  ======================  ==============================  =================================
 
 A delivery (registry-driven, `inferops.delivery`) is an operation whose ``endpoint`` is its model package group:
@@ -48,7 +48,8 @@ Attributes besides the keys:
   replaced, see inferops.scaling), waking (operation id of the wake in flight, optional), wake_lease (N),
   updated_at. The gsi1 partition ``SCALING`` lists them for the scheduled sweep and the cost report.
 - wake alarm: alarm_name, endpoint (the scale-from-zero alarm InferOps created for that endpoint).
-- delivery policy: group, policy (map), updated_at, updated_by.
+- delivery policy: group, policy (map), created_at (the first write's), updated_at, updated_by. The gsi1
+  partition ``POLICIES`` lists them for the scheduled reconciliation.
 - async result (one per inference id, SageMaker's async notification): inference_id, endpoint, status
   (COMPLETED | FAILED), invocation_status, completed_at, received_at, latency_seconds, input_location,
   output_location, failure_location, failure_reason, content_type, region, classification (map: category,
@@ -314,6 +315,13 @@ def _serialize(attributes: Mapping[str, Any]) -> dict[str, Any]:
 
 def _deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _from_dynamo_value(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _policy_record(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored delivery policy without its keys (`created_at` falls back to `updated_at` for older records)."""
+    record = {k: v for k, v in _deserialize(item).items() if k not in ("pk", "sk", "gsi1pk", "gsi1sk")}
+    record.setdefault("created_at", record.get("updated_at"))
+    return record
 
 
 def _number(value: float) -> dict[str, Any]:
@@ -971,20 +979,27 @@ class Repository:
     # --- delivery policies ----------------------------------------------------------------------------
 
     def put_delivery_policy(self, group: str, policy: Mapping[str, Any], *, by: str) -> dict[str, Any]:
-        """Store (or replace) a model package group's delivery policy; returns the stored record."""
+        """Store (or replace) a model package group's delivery policy; returns the stored record.
+
+        `created_at` is kept from the first write (the reconciliation delivers no version approved before the
+        policy existed); the gsi1 partition ``POLICIES`` lists the policies for the scheduled reconciliation.
+        """
         _check_key_part(group, "group")
-        record = {
-            "group": group,
-            "policy": dict(policy),
-            "updated_at": format_timestamp(_datetime(self.now())),
-            "updated_by": by,
-        }
-        item = _serialize({"pk": f"POLICY#{group}", "sk": "POLICY", **record})
-        self.client.put_item(TableName=self.table_name, Item=item)
-        return record
+        now = format_timestamp(_datetime(self.now()))
+        values = _serialize({":group": group, ":policy": dict(policy), ":now": now, ":by": by, ":index": "POLICIES"})
+        response = self.client.update_item(
+            TableName=self.table_name,
+            Key={"pk": _string(f"POLICY#{group}"), "sk": _string("POLICY")},
+            UpdateExpression="SET #group = :group, #policy = :policy, updated_at = :now, updated_by = :by, "
+            "created_at = if_not_exists(created_at, :now), gsi1pk = :index, gsi1sk = :group",
+            ExpressionAttributeNames={"#group": "group", "#policy": "policy"},
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
+        return _policy_record(response["Attributes"])
 
     def get_delivery_policy(self, group: str) -> dict[str, Any] | None:
-        """The stored record (group, policy, updated_at, updated_by), or None."""
+        """The stored record (group, policy, created_at, updated_at, updated_by), or None."""
         _check_key_part(group, "group")
         response = self.client.get_item(
             TableName=self.table_name,
@@ -992,9 +1007,11 @@ class Repository:
             ConsistentRead=True,
         )
         item = response.get("Item")
-        if not item:
-            return None
-        return {k: v for k, v in _deserialize(item).items() if k not in ("pk", "sk")}
+        return _policy_record(item) if item else None
+
+    def delivery_policies(self) -> list[dict[str, Any]]:
+        """Every stored policy record (one Query on gsi1's ``POLICIES`` partition, never a Scan)."""
+        return [_policy_record(item) for item in self._gsi1_partition("POLICIES")]
 
     def delete_delivery_policy(self, group: str) -> bool:
         """Remove the policy; False when there was none."""
@@ -1163,13 +1180,7 @@ class Repository:
 
     def scaling_endpoints(self) -> list[dict[str, Any]]:
         """Every endpoint's scale-to-zero record (one Query on gsi1's ``SCALING`` partition, never a Scan)."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.table_name,
-            "IndexName": GSI1_NAME,
-            "KeyConditionExpression": "gsi1pk = :pk",
-            "ExpressionAttributeValues": {":pk": _string("SCALING")},
-        }
-        return [_deserialize(item) for item in self._query(kwargs)]
+        return [_deserialize(item) for item in self._gsi1_partition("SCALING")]
 
     def claim_wake(self, endpoint: str, operation_id: str, lease_seconds: float) -> str | None:
         """Claim the endpoint's wake in one conditional write: None when `operation_id` won, else the holder.
@@ -1287,6 +1298,17 @@ class Repository:
                 raise NotFound(f"operation {operation_id} does not exist", "operation_id") from err
             return OperationRecord.model_validate(old), False
         return OperationRecord.model_validate(_deserialize(response["Attributes"])), True
+
+    def _gsi1_partition(self, name: str) -> Iterator[dict[str, Any]]:
+        """The raw items of one gsi1 partition that lists a kind of record (e.g. ``SCALING``), every page."""
+        return self._query(
+            {
+                "TableName": self.table_name,
+                "IndexName": GSI1_NAME,
+                "KeyConditionExpression": "gsi1pk = :pk",
+                "ExpressionAttributeValues": {":pk": _string(name)},
+            }
+        )
 
     def _query(self, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
         while True:
