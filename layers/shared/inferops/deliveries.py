@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -32,12 +31,11 @@ from inferops.delivery import (
 )
 from inferops.delivery_policy import DeliveryPolicy, PolicyRefused, check
 from inferops.errors import Conflict, InvalidInput, NotFound, invalid
-from inferops.storage import OperationRecord, OperationStatus, Repository, TaskToken, WaitPurpose
+from inferops.storage import OperationRecord, OperationStatus, Repository, WaitPurpose
 
 PACKAGE_STATE_CHANGE = "SageMaker Model Package State Change"
 CHILD_FINISHED = ("InferOps Deployment Finished", "InferOps Shadow Test Finished")
 START_LEASE_SECONDS = 900  # the execution's first step takes the group lock for the delivery's life
-_GONE = ("TaskDoesNotExist", "InvalidToken", "TaskTimedOut")
 _S = OperationStatus
 
 
@@ -334,39 +332,11 @@ def on_inferops_event(finished: ChildFinished, clients: Services) -> dict[str, A
     token = repo.get_task_token(finished.endpoint_name, WaitPurpose.DELIVERY_STAGE)
     if token is None or token.operation_id != finished.operation_id:
         return {"action": "ignored", "why": "no delivery waits for this operation"}
-    taken = repo.take_task_token(finished.endpoint_name, WaitPurpose.DELIVERY_STAGE)
+    taken = repo.take_own_task_token(finished.endpoint_name, WaitPurpose.DELIVERY_STAGE, finished.operation_id)
     if taken is None:
-        return {"action": "ignored", "why": "resumed already"}
-    if taken.operation_id != finished.operation_id:
-        _put_back(repo, taken)
-        return {"action": "ignored", "why": "another operation's wait"}
-    delivered = _deliver(clients, taken, output={"source": "event", "status": finished.status})
-    return {"action": "resumed" if delivered else "gone", "operation": finished.operation_id}
-
-
-def _put_back(repo: Repository, token: TaskToken) -> None:
-    ttl = max(1.0, token.expires_at - repo.now())
-    repo.put_task_token(
-        token.endpoint, token.purpose, token.token, token.operation_id, ttl, created_at=token.created_at
-    )
-
-
-def _deliver(
-    clients: Services, token: TaskToken, *, output: dict[str, Any] | None = None, error: str = "", cause: str = ""
-) -> bool:
-    """Resume (output) or fail (error) a parked wait; False when its execution no longer waits."""
-    sfn = clients.stepfunctions
-    try:
-        if output is not None:
-            sfn.send_task_success(taskToken=token.token, output=json.dumps(output))
-        else:
-            sfn.send_task_failure(taskToken=token.token, error=error, cause=cause[:32000])
-    except sfn.exceptions.ClientError as failure:
-        if failure.response.get("Error", {}).get("Code", "") in _GONE:
-            return False
-        _put_back(clients.repo, token)  # throttled or a 5xx: a retry must still find it
-        raise
-    return True
+        return {"action": "ignored", "why": "resumed already, or another operation's wait"}
+    gone = repo.send_to_task_token(clients.stepfunctions, taken, output={"source": "event", "status": finished.status})
+    return {"action": "gone" if gone else "resumed", "operation": finished.operation_id}
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -528,7 +498,7 @@ def approve(the_id: str, clients: Services, *, by: str) -> DeliveryView:
     if record.terminal or hold.get("kind") != "approval":
         raise Conflict(f"delivery {the_id} is {record.status} and not waiting for an approval", "status")
     token = repo.take_task_token(the_id, WaitPurpose.DELIVERY_HOLD)
-    if token is None or not _deliver(clients, token, output={"approved_by": by}):
+    if token is None or repo.send_to_task_token(clients.stepfunctions, token, output={"approved_by": by}):
         raise Conflict(f"delivery {the_id} stopped waiting for an approval", "status")
     return get(the_id, repo)
 
@@ -557,7 +527,7 @@ def _stop(record: OperationRecord, why: str, *, by: str, clients: Services) -> N
     repo.append_timeline(record.id, "cancel", why, {"by": by})
     token = repo.take_task_token(record.id, WaitPurpose.DELIVERY_HOLD)
     if token is not None:
-        _deliver(clients, token, error="StopRequested", cause=why)
+        repo.send_to_task_token(clients.stepfunctions, token, error="StopRequested", cause=why)
     running = [s for s in _stages(repo, record) if s.status == "RUNNING" and s.children]
     for stage in running:
         child = stage.children[-1]
