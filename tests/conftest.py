@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from moto import mock_aws
+from moto.core import config as moto_config
 
 from inferops.storage import Repository
 
@@ -35,6 +36,13 @@ def _fake_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
     monkeypatch.setenv("AWS_SECURITY_TOKEN", "testing")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def keep_boto3_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto drops boto3's default session at every mock start, so each test's clients would reload the service
+    models. The environment is the same fake one throughout: keep it (tests that share module-level clients)."""
+    monkeypatch.setitem(moto_config.default_user_config["core"], "reset_boto3_session", False)
 
 
 TEST_TABLE_NAME = "inferops-test"

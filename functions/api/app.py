@@ -21,28 +21,27 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError, Servic
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
 )
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from inferops import catalog, deployments, logs, request_limits
 from inferops.errors import InferOpsError
 from inferops.planner import DeploymentRequest
 from inferops.rollout import preflight
-from inferops.storage import OperationStatus, Repository
+from inferops.storage import OperationStatus
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
     from mypy_boto3_sagemaker import SageMakerClient
+
+    from functions.api import route_kit
+else:
+    import route_kit  # functions/api/route_kit.py: Lambda runs the function from its folder
 
 logger = logs.logger()
 app = APIGatewayRestResolver(enable_validation=True)
@@ -63,34 +62,8 @@ def _autoscaling() -> ApplicationAutoScalingClient:
     return boto3.client("application-autoscaling")
 
 
-@cache
 def _clients() -> deployments.Clients:
-    return deployments.Clients(
-        repo=Repository(os.environ["TABLE_NAME"]),
-        sagemaker=_sagemaker(),
-        autoscaling=_autoscaling(),
-        cloudwatch=boto3.client("cloudwatch"),
-        stepfunctions=boto3.client("stepfunctions"),
-        state_machine_arn=os.environ["DEPLOYMENT_STATE_MACHINE_ARN"],
-    )
-
-
-# Retries of POST /deployments with the same Idempotency-Key get the first answer (Powertools, same table).
-_IDEMPOTENCY = IdempotencyConfig(
-    event_key_jmespath="key", payload_validation_jmespath="request", expires_after_seconds=86400
-)
-
-
-@cache
-def _idempotency_store() -> DynamoDBPersistenceLayer:
-    """Made on first use, like the other clients: importing the module must not need a region or the table."""
-    return DynamoDBPersistenceLayer(
-        table_name=os.environ["TABLE_NAME"],
-        key_attr="pk",
-        sort_key_attr="sk",
-        static_pk_value="IDEMPOTENCY#deployments",
-        expiry_attr="expires_at",
-    )
+    return route_kit.flow_clients("DEPLOYMENT_STATE_MACHINE_ARN")
 
 
 @cache
@@ -248,21 +221,12 @@ def create_plan(request: DeploymentRequest) -> Response[Any]:
 
 
 def _caller() -> str:
-    """Who is asking (API Gateway's IAM identity; the twin and tests may leave it empty)."""
-    identity = app.current_event.request_context.identity
-    return identity.user_arn or identity.caller or "anonymous"
+    return route_kit.caller(app.current_event)
 
 
 def _start(call: dict[str, Any]) -> dict[str, Any]:
     request = DeploymentRequest.model_validate(call["request"])
     return deployments.start(request, _clients()).model_dump(mode="json")
-
-
-def _start_once(call: dict[str, Any]) -> dict[str, Any]:
-    once = idempotent_function(
-        data_keyword_argument="call", config=_IDEMPOTENCY, persistence_store=_idempotency_store()
-    )
-    return once(_start)(call=call)  # type: ignore[no-any-return]
 
 
 @app.post("/deployments", summary="Start a guarded deployment (202), or plan it only with dryRun=true")
@@ -275,7 +239,8 @@ def start_deployment(
     ] = None,
 ) -> Response[Any]:
     if idempotency_key and not dry_run:  # a dry run changes nothing: it must not use up the key
-        started = _start_once({"key": f"{_caller()}|{idempotency_key}", "request": request.model_dump(mode="json")})
+        call = {"key": f"{_caller()}|{idempotency_key}", "request": request.model_dump(mode="json")}
+        started = route_kit.start_once("deployments", _start, call)
     else:
         started = deployments.start(request, _clients(), dry_run=dry_run).model_dump(mode="json")
     status = 200 if dry_run else 202
@@ -299,19 +264,13 @@ def get_deployment(operation_id: Annotated[str, Path(min_length=1, max_length=12
     return deployments.get(operation_id, _clients().repo).model_dump(mode="json")
 
 
-class AbortBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str | None = Field(default=None, max_length=500)
-
-
 @app.post("/deployments/<operation_id>/abort", summary="Roll back now (202; the outcome follows in the record)")
 def abort_deployment(
     operation_id: Annotated[str, Path(min_length=1, max_length=128)],
-    body: Annotated[AbortBody | None, Body()] = None,
+    body: Annotated[route_kit.ReasonBody | None, Body()] = None,
 ) -> Response[Any]:
     view = deployments.abort(operation_id, _clients(), by=_caller(), reason=body.reason if body else None)
-    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=view.model_dump(mode="json"))
+    return route_kit.accepted(view)
 
 
 @app.post("/deployments/<operation_id>/approve", summary="Let a paused managed deployment take its next step")
@@ -332,5 +291,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "isBase64Encoded": False,
         }
     _use_refreshed_prices()
-    _IDEMPOTENCY.register_lambda_context(context)
+    route_kit.IDEMPOTENCY.register_lambda_context(context)
     return app.resolve(event, context)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
 
 from inferops import deliveries
 from inferops.delivery import Services, services_from_environment
@@ -22,6 +21,10 @@ from inferops.storage import OperationStatus
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+
+    from functions.api import route_kit
+else:
+    import route_kit  # functions/api/route_kit.py: Lambda runs the function from its folder
 
 router = Router()  # type: ignore[no-untyped-call]
 
@@ -51,9 +54,7 @@ def _refused(error: PolicyRefused) -> Response[dict[str, Any]]:
 
 
 def _caller() -> str:
-    """Who is asking (API Gateway's IAM identity; the twin and tests may leave it empty)."""
-    identity = cast("APIGatewayProxyEvent", router.current_event).request_context.identity
-    return identity.user_arn or identity.caller or "anonymous"
+    return route_kit.caller(cast("APIGatewayProxyEvent", router.current_event))
 
 
 @router.put(
@@ -97,25 +98,15 @@ def get_delivery(delivery_id: _ID) -> deliveries.DeliveryView:
     return deliveries.get(delivery_id, _services().repo)
 
 
-class CancelBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str | None = Field(default=None, max_length=500)
-
-
-def _accepted(view: deliveries.DeliveryView) -> Response[Any]:
-    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=view.model_dump(mode="json"))
-
-
 @router.post("/deliveries/<delivery_id>/approve", summary="Approve the stage a delivery waits to start (202)")
 def approve_delivery(delivery_id: _ID) -> Response[Any]:
-    return _accepted(deliveries.approve(delivery_id, _services(), by=_caller()))
+    return route_kit.accepted(deliveries.approve(delivery_id, _services(), by=_caller()))
 
 
 @router.post(
     "/deliveries/<delivery_id>/cancel",
     summary="Stop a delivery: queued or waiting ends now; a running stage's deployment is rolled back (202)",
 )
-def cancel_delivery(delivery_id: _ID, body: Annotated[CancelBody | None, Body()] = None) -> Response[Any]:
+def cancel_delivery(delivery_id: _ID, body: Annotated[route_kit.ReasonBody | None, Body()] = None) -> Response[Any]:
     view = deliveries.cancel(delivery_id, _services(), by=_caller(), reason=body.reason if body else None)
-    return _accepted(view)
+    return route_kit.accepted(view)

@@ -6,13 +6,18 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 from inferops import scaling
+
+if TYPE_CHECKING:
+    from functions.api import route_kit
+else:
+    import route_kit  # functions/api/route_kit.py: Lambda runs the function from its folder
 
 router = Router()  # type: ignore[no-untyped-call]
 
@@ -24,16 +29,12 @@ def _clients() -> scaling.Clients:
     return scaling.clients_from_env()
 
 
-def _accepted(body: dict[str, Any], status: int = 202) -> Response[Any]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
-
-
 @router.put(
     "/endpoints/<name>/scale-to-zero",
     summary="Let an endpoint scale to zero (kind detected: inference components, async, or parked classic) (202)",
 )
 def enable_scale_to_zero(name: _NAME, request: scaling.ScaleToZeroRequest) -> Response[Any]:
-    return _accepted(scaling.enable(name, request, _clients()).model_dump(mode="json"))
+    return route_kit.accepted(scaling.enable(name, request, _clients()).model_dump(mode="json"))
 
 
 @router.delete(
@@ -41,7 +42,7 @@ def enable_scale_to_zero(name: _NAME, request: scaling.ScaleToZeroRequest) -> Re
     summary="Stop scaling to zero: restore the previous settings exactly (a parked endpoint is recreated) (202)",
 )
 def disable_scale_to_zero(name: _NAME) -> Response[Any]:
-    return _accepted(scaling.disable(name, _clients()).model_dump(mode="json"))
+    return route_kit.accepted(scaling.disable(name, _clients()).model_dump(mode="json"))
 
 
 @router.post(
@@ -50,7 +51,7 @@ def disable_scale_to_zero(name: _NAME) -> Response[Any]:
 )
 def wake_endpoint(name: _NAME) -> Response[Any]:
     started = scaling.wake(name, _clients())
-    return _accepted(started.model_dump(mode="json"), 202 if started.started else 200)
+    return route_kit.accepted(started.model_dump(mode="json"), 202 if started.started else 200)
 
 
 @router.post(
@@ -58,7 +59,7 @@ def wake_endpoint(name: _NAME) -> Response[Any]:
     summary="Park a classic endpoint under scale-to-zero now: record it exactly, delete it (202)",
 )
 def park_endpoint(name: _NAME) -> Response[Any]:
-    return _accepted(scaling.park(name, _clients()).model_dump(mode="json"))
+    return route_kit.accepted(scaling.park(name, _clients()).model_dump(mode="json"))
 
 
 @router.get(

@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 import pytest
+from api_kit import Context, api_request
 from moto import mock_aws
 
 from scripts.openapi import DOCUMENT, generate
@@ -17,13 +18,6 @@ from twin.lambdas import load_function
 
 EVENTS = Path(__file__).resolve().parents[2] / "events" / "api"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
-
-
-class Context:
-    function_name = "ApiFunction"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
-    aws_request_id = "test-request"
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +55,8 @@ def sagemaker() -> Iterator[Any]:
 def call(
     api: ModuleType, method: str, path: str, *, body: Any = None, query: dict[str, str] | None = None
 ) -> tuple[int, Any]:
-    event = json.loads((EVENTS / "create_plan.json").read_text())
-    event.update(
-        httpMethod=method,
-        path=path,
-        body=body if isinstance(body, str) or body is None else json.dumps(body),
-        queryStringParameters=query,
-        multiValueQueryStringParameters={k: [v] for k, v in (query or {}).items()} or None,
-    )
-    reply = api.handler(event, Context())
-    return reply["statusCode"], json.loads(reply["body"])
+    status, reply, _ = api_request(api, method, path, body=body, query=query)
+    return status, reply
 
 
 def test_sample_events_are_answered(api: ModuleType, sagemaker: Any) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api_kit import api_request
 from aws_lambda_powertools.utilities.batch import process_partial_response
 
 from inferops.async_results import AsyncResultsProcessor
@@ -17,16 +18,6 @@ from twin.lambdas import load_function
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 1, 5, 10, 30, tzinfo=UTC).timestamp()
-
-
-class Context:
-    function_name = "ApiFunction"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
-    aws_request_id = "test-request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
 
 
 @pytest.fixture
@@ -45,17 +36,8 @@ def api(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def call(api: Any, path: str, query: dict[str, str] | None = None) -> tuple[int, Any]:
-    event = json.loads((ROOT / "events" / "api" / "list_gpu_instances.json").read_text())
-    event.update(
-        httpMethod="GET",
-        path=path,
-        resource=path,
-        queryStringParameters=query,
-        multiValueQueryStringParameters={k: [v] for k, v in (query or {}).items()} or None,
-        body=None,
-    )
-    reply = api.handler(event, Context())
-    return reply["statusCode"], json.loads(reply["body"])
+    status, reply, _ = api_request(api, "GET", path, query=query)
+    return status, reply
 
 
 def test_a_completed_result(api: Any) -> None:

@@ -4,37 +4,20 @@ moto (SageMaker endpoints for the policy check, DynamoDB, Step Functions without
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
-from moto.core import config as moto_config
+from api_kit import NO_STATE_MACHINE, api_request, create_endpoint
 
 from inferops import deliveries, delivery
 from inferops.delivery_policy import DeliveryPolicy
 from inferops.storage import OperationStatus, Repository
 from twin.lambdas import load_function
 
-EVENTS = Path(__file__).resolve().parents[2] / "events" / "api"
-ACCOUNT = "123456789012"
+pytestmark = pytest.mark.usefixtures("keep_boto3_session")
 GROUP = "fraud-scorer"
-
-
-class Context:
-    function_name = "ApiFunction"
-    memory_limit_in_mb = 512
-    invoked_function_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:ApiFunction"
-    aws_request_id = "test-request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
-
-@pytest.fixture(autouse=True)
-def _keep_boto3_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(moto_config.default_user_config["core"], "reset_boto3_session", False)
 
 
 class Api:
@@ -42,43 +25,18 @@ class Api:
         self.module, self.repo = module, repo
 
     def call(self, method: str, path: str, *, body: Any = None, query: dict[str, str] | None = None) -> tuple[int, Any]:
-        event = json.loads((EVENTS / "create_plan.json").read_text())
-        event.update(
-            httpMethod=method,
-            path=path,
-            resource=path,
-            body=None if body is None else json.dumps(body),
-            queryStringParameters=query,
-            multiValueQueryStringParameters={k: [v] for k, v in (query or {}).items()} or None,
-        )
-        reply = self.module.handler(event, Context())
-        return reply["statusCode"], json.loads(reply["body"]) if reply.get("body") else None
+        status, reply, _ = api_request(self.module, method, path, body=body, query=query)
+        return status, reply
 
 
 @pytest.fixture
 def api(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Api:
     sm = boto3.client("sagemaker", region_name="us-east-1")
     for name in ("fraud-staging", "fraud-prod"):
-        sm.create_model(
-            ModelName=f"{name}-v1",
-            ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/SageMaker",
-            PrimaryContainer={"Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/f:1", "ModelDataUrl": "s3://m/1"},
-        )
-        sm.create_endpoint_config(
-            EndpointConfigName=f"{name}-v1",
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": f"{name}-v1",
-                    "InitialInstanceCount": 2,
-                    "InstanceType": "ml.c5.large",
-                }
-            ],
-        )
-        sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-v1")
+        create_endpoint(sm, name, models=(f"{name}-v1",), instance_type="ml.c5.large")
     monkeypatch.setenv("TABLE_NAME", ddb_table.table_name)
-    monkeypatch.setenv("DEPLOYMENT_STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:d")
-    monkeypatch.setenv("SHADOW_TEST_STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:s")
+    monkeypatch.setenv("DEPLOYMENT_STATE_MACHINE_ARN", NO_STATE_MACHINE)
+    monkeypatch.setenv("SHADOW_TEST_STATE_MACHINE_ARN", NO_STATE_MACHINE)
     module = load_function("api")
     monkeypatch.setattr(module.delivery_routes, "_services", delivery.services_from_environment)
     return Api(module, ddb_table)

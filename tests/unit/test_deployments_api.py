@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from functools import cache
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
+from api_kit import ACCOUNT, ENDPOINT, StepFunctions, api_request, create_endpoint, create_state_machine
+from api_kit import client as _client
 from botocore.exceptions import ClientError
-from moto.core import config as moto_config
 
 from inferops import deployments
 from inferops.planner import DeploymentRequest
@@ -26,23 +24,10 @@ from inferops.rollout import KIND, FlowState, preflight
 from inferops.storage import OperationStatus, Repository, WaitPurpose
 from twin.lambdas import load_function
 
-EVENTS = Path(__file__).resolve().parents[2] / "events" / "api"
-ACCOUNT = "123456789012"
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerExecution"
+pytestmark = pytest.mark.usefixtures("keep_boto3_session")
 CALLER = f"arn:aws:sts::{ACCOUNT}:assumed-role/MlPlatform/ml-platform"  # the sample event's identity
-ENDPOINT = "fraud-scorer"
 ALARM = "fraud-5xx"
 S = OperationStatus
-
-
-class Context:
-    function_name = "ApiFunction"
-    memory_limit_in_mb = 512
-    invoked_function_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:ApiFunction"
-    aws_request_id = "test-request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
 
 
 class Recording:
@@ -59,47 +44,8 @@ class Recording:
         return target
 
 
-class StepFunctions:
-    """moto's client for executions; task-token calls are recorded (or fail with `error`)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.exceptions = inner.exceptions
-        self.successes: list[tuple[str, dict[str, Any]]] = []
-        self.failures: list[tuple[str, str, str]] = []
-        self.error: ClientError | None = None
-
-    def send_task_success(self, *, taskToken: str, output: str) -> dict[str, Any]:
-        if self.error is not None:
-            raise self.error
-        self.successes.append((taskToken, json.loads(output)))
-        return {}
-
-    def send_task_failure(self, *, taskToken: str, error: str = "", cause: str = "") -> dict[str, Any]:
-        if self.error is not None:
-            raise self.error
-        self.failures.append((taskToken, error, cause))
-        return {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 def client_error(code: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": 400}}, "Call")
-
-
-@pytest.fixture(autouse=True)
-def _keep_boto3_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto drops boto3's default session at every mock start, so each test's clients would reload the service
-    models. The environment is the same fake one throughout: keep it."""
-    monkeypatch.setitem(moto_config.default_user_config["core"], "reset_boto3_session", False)
-
-
-@cache
-def _client(service: str) -> Any:
-    """One client per service for the module: moto intercepts clients made before its mock started."""
-    return boto3.session.Session().client(service, region_name="us-east-1")  # type: ignore[call-overload]
 
 
 _PLANS: dict[str, dict[str, Any]] = {}
@@ -121,21 +67,7 @@ class Env:
         query: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any, dict[str, str]]:
-        event = json.loads((EVENTS / "create_plan.json").read_text())
-        all_headers = {**event["headers"], **(headers or {})}
-        event.update(
-            httpMethod=method,
-            path=path,
-            resource=path,
-            body=body if isinstance(body, str) or body is None else json.dumps(body),
-            headers=all_headers,
-            multiValueHeaders={k: [v] for k, v in all_headers.items()},
-            queryStringParameters=query,
-            multiValueQueryStringParameters={k: [v] for k, v in (query or {}).items()} or None,
-        )
-        reply = self.api.handler(event, Context())
-        headers_out = {k: v[-1] for k, v in (reply.get("multiValueHeaders") or {}).items()}
-        return reply["statusCode"], json.loads(reply["body"]), {**headers_out, **(reply.get("headers") or {})}
+        return api_request(self.api, method, path, body=body, query=query, headers=headers)
 
     def start(self, request: dict[str, Any] | None = None, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
         return self.call("POST", "/deployments", body=request or native(), **kwargs)
@@ -173,27 +105,7 @@ class Env:
 @pytest.fixture
 def env(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     sm = _client("sagemaker")
-    for name in ("fraud-v1", "fraud-v2"):
-        sm.create_model(
-            ModelName=name,
-            ExecutionRoleArn=ROLE,
-            PrimaryContainer={
-                "Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/f:{name}",
-                "ModelDataUrl": "s3://m/1",
-            },
-        )
-    sm.create_endpoint_config(
-        EndpointConfigName="fraud-v1",
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": "fraud-v1",
-                "InitialInstanceCount": 2,
-                "InstanceType": "ml.g4dn.xlarge",
-            }
-        ],
-    )
-    sm.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="fraud-v1")
+    create_endpoint(sm)
     _client("cloudwatch").put_metric_alarm(
         AlarmName=ALARM,
         Namespace="AWS/SageMaker",
@@ -205,11 +117,7 @@ def env(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]
         ComparisonOperator="GreaterThanThreshold",
     )
     sfn = _client("stepfunctions")
-    arn = sfn.create_state_machine(
-        name="deployment",
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-        roleArn=f"arn:aws:iam::{ACCOUNT}:role/StepFunctions",
-    )["stateMachineArn"]
+    arn = create_state_machine("deployment")
     monkeypatch.setenv("TABLE_NAME", ddb_table.table_name)
     monkeypatch.setenv("DEPLOYMENT_STATE_MACHINE_ARN", arn)
 
@@ -226,9 +134,9 @@ def env(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]
         state_machine_arn=arn,
     )
     monkeypatch.setattr(api, "_clients", lambda: clients)
-    api._idempotency_store.cache_clear()  # its client and table name are the test's
+    api.route_kit._idempotency_store.cache_clear()  # its client and table name are the test's
     yield Env(api, repo, table, steps, arn)
-    api._idempotency_store.cache_clear()
+    api.route_kit._idempotency_store.cache_clear()
 
 
 def native(**extra: Any) -> dict[str, Any]:

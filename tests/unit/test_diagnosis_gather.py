@@ -6,7 +6,6 @@ is the guide's own example) so the parsing is what runs against AWS.
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from api_kit import api_request
 from botocore.exceptions import ClientError
 
 from inferops import deployments, diagnosis, rollout
@@ -411,16 +411,6 @@ def test_for_operation_on_a_deleted_endpoint_explains_the_reported_error() -> No
 
 
 # ------------------------------------------------------------------------------------------------ the API route
-class Context:
-    function_name = "ApiFunction"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ApiFunction"
-    aws_request_id = "test-request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
-
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("TABLE_NAME", "inferops-test")
@@ -431,17 +421,8 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def call(api: Any, path: str, query: dict[str, str] | None = None) -> tuple[int, Any]:
-    event = json.loads((ROOT / "events" / "api" / "list_gpu_instances.json").read_text())
-    event.update(
-        httpMethod="GET",
-        path=path,
-        resource=path,
-        queryStringParameters=query,
-        multiValueQueryStringParameters={k: [v] for k, v in (query or {}).items()} or None,
-        body=None,
-    )
-    reply = api.handler(event, Context())
-    return reply["statusCode"], json.loads(reply["body"])
+    status, reply, _ = api_request(api, "GET", path, query=query)
+    return status, reply
 
 
 def test_api_diagnosis_shape(api: Any) -> None:

@@ -5,41 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto.core import config as moto_config
+from api_kit import ENDPOINT, api_request, create_endpoint, create_state_machine
+from api_kit import client as _client
 
 from inferops.scaling import ScaleToZeroRequest, Settings
 from inferops.storage import Repository
 from twin.lambdas import load_function
 
-EVENTS = Path(__file__).resolve().parents[2] / "events" / "api"
-ACCOUNT = "123456789012"
-ENDPOINT = "fraud-scorer"
-
-
-class Context:
-    function_name = "ApiFunction"
-    memory_limit_in_mb = 512
-    invoked_function_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:ApiFunction"
-    aws_request_id = "test-request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
-
-@pytest.fixture(autouse=True)
-def _keep_boto3_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(moto_config.default_user_config["core"], "reset_boto3_session", False)
-
-
-@cache
-def _client(service: str) -> Any:
-    return boto3.session.Session().client(service, region_name="us-east-1")  # type: ignore[call-overload]
+pytestmark = pytest.mark.usefixtures("keep_boto3_session")
 
 
 Call = Any
@@ -47,29 +23,8 @@ Call = Any
 
 @pytest.fixture
 def call(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call]:
-    sm = _client("sagemaker")
-    sm.create_model(
-        ModelName="fraud-v1",
-        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/SageMakerExecution",
-        PrimaryContainer={"Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/f:1", "ModelDataUrl": "s3://m/1"},
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName="fraud-v1",
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": "fraud-v1",
-                "InitialInstanceCount": 2,
-                "InstanceType": "ml.c5.large",
-            }
-        ],
-    )
-    sm.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="fraud-v1")
-    arn = _client("stepfunctions").create_state_machine(
-        name="scaling",
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-        roleArn=f"arn:aws:iam::{ACCOUNT}:role/StepFunctions",
-    )["stateMachineArn"]
+    create_endpoint(_client("sagemaker"), models=("fraud-v1",), instance_type="ml.c5.large")
+    arn = create_state_machine("scaling")
     monkeypatch.setenv("TABLE_NAME", ddb_table.table_name)
     for name in ("DEPLOYMENT", "SHADOW_TEST", "SCALING"):
         monkeypatch.setenv(f"{name}_STATE_MACHINE_ARN", arn)
@@ -77,17 +32,8 @@ def call(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
     api.scaling_routes._clients.cache_clear()
 
     def send(method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> tuple[int, Any]:
-        event = json.loads((EVENTS / "create_plan.json").read_text())
-        event.update(
-            httpMethod=method,
-            path=path,
-            resource=path,
-            body=None if body is None else json.dumps(body),
-            queryStringParameters=query,
-            multiValueQueryStringParameters={k: [v] for k, v in (query or {}).items()} or None,
-        )
-        reply = api.handler(event, Context())
-        return reply["statusCode"], json.loads(reply["body"])
+        status, reply, _ = api_request(api, method, path, body=body, query=query)
+        return status, reply
 
     yield send
     api.scaling_routes._clients.cache_clear()

@@ -8,37 +8,21 @@ are parked directly in the table, as the flow's waits do; SendTaskSuccess/Failur
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from functools import cache
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
-from moto.core import config as moto_config
+from api_kit import ENDPOINT, ROLE, StepFunctions, api_request, create_endpoint, create_state_machine
+from api_kit import client as _client
 
 from inferops import shadow_tests
 from inferops.shadow import KIND, PROGRESS
 from inferops.storage import OperationStatus, Repository, WaitPurpose
 from twin.lambdas import load_function
 
-EVENTS = Path(__file__).resolve().parents[2] / "events" / "api"
-ACCOUNT = "123456789012"
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerExecution"
-ENDPOINT = "fraud-scorer"
+pytestmark = pytest.mark.usefixtures("keep_boto3_session")
 S = OperationStatus
-
-
-class Context:
-    function_name = "ApiFunction"
-    memory_limit_in_mb = 512
-    invoked_function_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:ApiFunction"
-    aws_request_id = "test-request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
 
 
 class SageMaker:
@@ -66,39 +50,10 @@ class SageMaker:
         return getattr(self._inner, name)
 
 
-class StepFunctions:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.exceptions = inner.exceptions
-        self.successes: list[tuple[str, dict[str, Any]]] = []
-        self.failures: list[tuple[str, str, str]] = []
-
-    def send_task_success(self, *, taskToken: str, output: str) -> dict[str, Any]:
-        self.successes.append((taskToken, json.loads(output)))
-        return {}
-
-    def send_task_failure(self, *, taskToken: str, error: str = "", cause: str = "") -> dict[str, Any]:
-        self.failures.append((taskToken, error, cause))
-        return {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 def _dt(epoch: float) -> Any:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, UTC)
-
-
-@pytest.fixture(autouse=True)
-def _keep_boto3_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(moto_config.default_user_config["core"], "reset_boto3_session", False)
-
-
-@cache
-def _client(service: str) -> Any:
-    return boto3.session.Session().client(service, region_name="us-east-1")  # type: ignore[call-overload]
 
 
 class Env:
@@ -108,21 +63,7 @@ class Env:
     def call(
         self, method: str, path: str, *, body: Any = None, query: dict[str, str] | None = None, headers: Any = None
     ) -> tuple[int, Any, dict[str, str]]:
-        event = json.loads((EVENTS / "create_plan.json").read_text())
-        all_headers = {**event["headers"], **(headers or {})}
-        event.update(
-            httpMethod=method,
-            path=path,
-            resource=path,
-            body=body if isinstance(body, str) or body is None else json.dumps(body),
-            headers=all_headers,
-            multiValueHeaders={k: [v] for k, v in all_headers.items()},
-            queryStringParameters=query,
-            multiValueQueryStringParameters={k: [v] for k, v in (query or {}).items()} or None,
-        )
-        reply = self.api.handler(event, Context())
-        out = {k: v[-1] for k, v in (reply.get("multiValueHeaders") or {}).items()}
-        return reply["statusCode"], json.loads(reply["body"]), {**out, **(reply.get("headers") or {})}
+        return api_request(self.api, method, path, body=body, query=query, headers=headers)
 
     def executions(self) -> list[dict[str, Any]]:
         return list(self.sfn.inner.list_executions(stateMachineArn=self.arn)["executions"])
@@ -159,33 +100,9 @@ class Env:
 @pytest.fixture
 def env(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     sm = _client("sagemaker")
-    for name in ("fraud-v1", "fraud-v2"):
-        sm.create_model(
-            ModelName=name,
-            ExecutionRoleArn=ROLE,
-            PrimaryContainer={
-                "Image": f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/f:{name}",
-                "ModelDataUrl": "s3://m/1",
-            },
-        )
-    sm.create_endpoint_config(
-        EndpointConfigName="fraud-v1",
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": "fraud-v1",
-                "InitialInstanceCount": 2,
-                "InstanceType": "ml.g4dn.xlarge",
-            }
-        ],
-    )
-    sm.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="fraud-v1")
+    create_endpoint(sm)
     sfn = _client("stepfunctions")
-    arn = sfn.create_state_machine(
-        name="shadow-test",
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-        roleArn=f"arn:aws:iam::{ACCOUNT}:role/StepFunctions",
-    )["stateMachineArn"]
+    arn = create_state_machine("shadow-test")
     monkeypatch.setenv("TABLE_NAME", ddb_table.table_name)
     monkeypatch.setenv("DEPLOYMENT_STATE_MACHINE_ARN", arn)
     monkeypatch.setenv("SHADOW_TEST_STATE_MACHINE_ARN", arn)
@@ -202,9 +119,9 @@ def env(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]
         state_machine_arn=arn,
     )
     monkeypatch.setattr(routes, "_clients", lambda: clients)
-    routes._idempotency_store.cache_clear()
+    api.route_kit._idempotency_store.cache_clear()
     yield Env(api, ddb_table, sagemaker, steps, arn)
-    routes._idempotency_store.cache_clear()
+    api.route_kit._idempotency_store.cache_clear()
 
 
 def body(**extra: Any) -> dict[str, Any]:
