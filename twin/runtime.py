@@ -927,12 +927,16 @@ class Twin:
             self.clock.advance(seconds)
 
     def wait_for(self, done: Callable[[], bool], step: float = 30.0, limit: float = 12 * 3600) -> float:
-        """Let virtual time pass in steps until `done()`; the virtual seconds it took."""
+        """Let virtual time pass in steps until `done()`; the virtual seconds it took.
+
+        `done()` runs with time held: once a step's sleep ends, the clock waits for this thread (it does not jump
+        to the next deadline, say a flow's heartbeat an hour away, while `done()` has not looked yet)."""
         start = self.clock.now()
-        while not done():
-            if self.clock.now() - start > limit:
-                raise TimeoutError(f"not done after {limit:.0f} s of virtual time")
-            self.clock.sleep(step)
+        with self.clock.activity():
+            while not done():
+                if self.clock.now() - start > limit:
+                    raise TimeoutError(f"not done after {limit:.0f} s of virtual time")
+                self.clock.sleep(step)
         return self.clock.now() - start
 
     # -------------------------------------------------------------- the API

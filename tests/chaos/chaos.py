@@ -280,22 +280,25 @@ class Run:
         deadline = 0.0
         terminal_at = None
         seen: list[tuple[float, float]] = []  # (when, lease end) at each change: the evidence of a late ending
-        while True:
-            lock = repo.get_lock(endpoint)
-            if lock is not None and lock.owner == operation_id:
-                deadline = max(deadline, lock.lease_expires_at)
-                if not seen or seen[-1][1] != lock.lease_expires_at:
-                    seen.append((self.twin.clock.now(), lock.lease_expires_at))
-            served = serving()
-            self.samples += 1
-            self.check(served in known(), "serves a known config", f"{served} at +{self._elapsed():.0f}s")
-            record = repo.get_operation(operation_id)
-            if record.terminal:
-                terminal_at = self.twin.clock.now()
-                break
-            if self._elapsed() > self.flow.limit_seconds:
-                break
-            self.twin.clock.sleep(POLL_SECONDS)
+        # each poll reads at one instant (time held): once the sleep ends, the clock waits for this thread instead of
+        # jumping to the flow's next deadline (a heartbeat an hour away) before the poll has read anything
+        with self.twin.busy():
+            while True:
+                lock = repo.get_lock(endpoint)
+                if lock is not None and lock.owner == operation_id:
+                    deadline = max(deadline, lock.lease_expires_at)
+                    if not seen or seen[-1][1] != lock.lease_expires_at:
+                        seen.append((self.twin.clock.now(), lock.lease_expires_at))
+                served = serving()
+                self.samples += 1
+                self.check(served in known(), "serves a known config", f"{served} at +{self._elapsed():.0f}s")
+                record = repo.get_operation(operation_id)
+                if record.terminal:
+                    terminal_at = self.twin.clock.now()
+                    break
+                if self._elapsed() > self.flow.limit_seconds:
+                    break
+                self.twin.clock.sleep(POLL_SECONDS)
         self.check(terminal_at is not None, "terminal", f"{record.status} after {self._elapsed():.0f}s")
         if terminal_at is not None and deadline and terminal_at > deadline + POLL_SECONDS:
             began = record.created_at.timestamp()
@@ -757,18 +760,19 @@ def delivery(run: Run) -> None:
     the_id = f"dlv-{DELIVERY_GROUP}-1"
     endpoints = (STAGING, PRODUCTION)
     view: dict[str, Any] = {}
-    while run._elapsed() <= run.flow.limit_seconds:
-        status, view = run.api("GET", f"/deliveries/{the_id}")
-        for endpoint in endpoints:
-            served = _served_config(run, endpoint)
-            run.samples += 1
-            known = {f"{endpoint}-v1"} | {
-                str((c.params or {}).get("EndpointConfigName")) for c in run.calls.effective("CreateEndpointConfig")
-            }
-            run.check(served in known, "serves a known config", f"{endpoint}: {served}")
-        if status == 200 and view["status"] in TERMINAL:
-            break
-        twin.clock.sleep(POLL_SECONDS)
+    with twin.busy():  # each poll reads at one instant (see Run.drive)
+        while run._elapsed() <= run.flow.limit_seconds:
+            status, view = run.api("GET", f"/deliveries/{the_id}")
+            for endpoint in endpoints:
+                served = _served_config(run, endpoint)
+                run.samples += 1
+                known = {f"{endpoint}-v1"} | {
+                    str((c.params or {}).get("EndpointConfigName")) for c in run.calls.effective("CreateEndpointConfig")
+                }
+                run.check(served in known, "serves a known config", f"{endpoint}: {served}")
+            if status == 200 and view["status"] in TERMINAL:
+                break
+            twin.clock.sleep(POLL_SECONDS)
     twin.clock.sleep(POLL_SECONDS)
     run.calm()
     twin.clock.sleep(5)
