@@ -26,14 +26,12 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import zoneinfo
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-import boto3
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -1130,14 +1128,7 @@ def _launch(
 
 def clients_from_env() -> Clients:
     """The API's and the sweep's clients: the table, AWS, and the scaling state machine from the environment."""
-    return Clients(
-        repo=Repository(os.environ["TABLE_NAME"]),
-        sagemaker=boto3.client("sagemaker"),
-        autoscaling=boto3.client("application-autoscaling"),
-        cloudwatch=boto3.client("cloudwatch"),
-        stepfunctions=boto3.client("stepfunctions"),
-        state_machine_arn=os.environ["SCALING_STATE_MACHINE_ARN"],
-    )
+    return flow_steps.clients_from_env("SCALING_STATE_MACHINE_ARN")
 
 
 def enable(endpoint: str, request: ScaleToZeroRequest, clients: Clients) -> OperationView:
