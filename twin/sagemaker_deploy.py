@@ -615,6 +615,22 @@ class DeploymentMixin(SimulatorBase):
         delay = CAPACITY_SECONDS if resized else WEIGHTS_SECONDS
         self.at(now + delay, lambda t: self._scaled(ep, generation, t), f"scale {ep.name}")
 
+    def _scale_rolled_back(self, ep: EndpointState, generation: int, when: float, reason: str) -> None:
+        """A scale-out whose instances cannot serve: RollingBack, then InService on the capacity it had, with the
+        FailureReason (what SageMaker does with a failed capacity change on an autoscaled endpoint)."""
+        for fleet in ep.fleets:
+            fleet.desired_count = fleet.provisioned
+            fleet.desired_weight = fleet.current_weight
+            fleet.statuses = []
+        ep.failure_reason = reason
+        self.set_endpoint_status(ep, "RollingBack", when)
+
+        def settled(t: float) -> None:
+            if self.alive(ep) and ep.generation == generation and ep.status == "RollingBack":
+                self.set_endpoint_status(ep, "InService", t)
+
+        self.at(when + CAPACITY_SECONDS, settled, f"scale rollback {ep.name}")
+
     def _events_enabled(self, ep: EndpointState) -> bool:
         return not any(
             (f.instance_type and not catalog.get(f.instance_type).features.deployment_guardrails)
@@ -625,6 +641,13 @@ class DeploymentMixin(SimulatorBase):
     def _scaled(self, ep: EndpointState, generation: int, when: float) -> None:
         if not self.alive(ep) or ep.generation != generation or ep.status != "Updating" or ep.deployment:
             return
+        for fleet in ep.fleets:  # new instances of an unhealthy model fail their health check: the change is undone
+            if not fleet.statuses or fleet.desired_count <= fleet.provisioned:
+                continue
+            reason = self.start_fleet(ep, fleet, when, fleet.provisioned)
+            if reason is not None:
+                self._scale_rolled_back(ep, generation, when, reason)
+                return
         for fleet in ep.fleets:
             fleet.current_weight = fleet.desired_weight
             if fleet.statuses:

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -17,8 +16,8 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferops import flow_steps
 from inferops.flow_steps import Clients
-from inferops.storage import Repository
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
@@ -53,14 +52,7 @@ def caller(event: APIGatewayProxyEvent) -> str:
 @cache
 def flow_clients(state_machine_env: str) -> Clients:
     """A flow service's clients, made once per container; the state machine's ARN comes from `state_machine_env`."""
-    return Clients(
-        repo=Repository(os.environ["TABLE_NAME"]),
-        sagemaker=boto3.client("sagemaker"),
-        autoscaling=boto3.client("application-autoscaling"),
-        cloudwatch=boto3.client("cloudwatch"),
-        stepfunctions=boto3.client("stepfunctions"),
-        state_machine_arn=os.environ[state_machine_env],
-    )
+    return flow_steps.clients_from_env(state_machine_env)
 
 
 @cache

@@ -11,7 +11,7 @@ fault schedule is the same, thread interleavings may differ):
 - one Lambda crash (Runtime.ExitError) of one of the flow's functions at a random moment;
 - sometimes an unhealthy model (it fails its health check), sometimes an alarm forced into ALARM at a random
   moment (a deployment's rollback alarm, a shadow test's guard alarm; the scale-to-zero flows have none: their
-  own alarm is what wakes them, and they ignore the unhealthy model);
+  own alarm is what wakes them); in a scale-to-zero run the unhealthy model is the one the wake brings back;
 - clients retry what is throttled, and send the same request again (same Idempotency-Key) up to twice.
 
 Invariants (`Run.violations` names each broken one):
@@ -337,11 +337,20 @@ class Run:
 
     # ------------------------------------------------------------------ side effects
     def check_side_effects(self) -> None:
+        """Each accepted state-changing call once. An endpoint deleted, recreated and deleted again (parked, a wake
+        whose recreation failed, cleaned up) is three lives: Create/DeleteEndpoint count per life of the name."""
         seen: Counter[str] = Counter()
+        lives: dict[str, tuple[str, int]] = {}  # endpoint name -> (last Create/DeleteEndpoint, how many switches)
         for call in self.calls.calls:
             if call.function is None or call.status >= 400 or not call.operation.startswith(MUTATING):
                 continue
-            seen[call.operation + " " + json.dumps(call.params, sort_keys=True)] += 1
+            key = call.operation + " " + json.dumps(call.params, sort_keys=True)
+            if call.operation in ("CreateEndpoint", "DeleteEndpoint"):
+                name = str((call.params or {}).get("EndpointName"))
+                last, switches = lives.get(name, (call.operation, 0))
+                lives[name] = (call.operation, switches + (last != call.operation))
+                key += f" life {lives[name][1]}"
+            seen[key] += 1
         for key, n in seen.items():
             self.check(n == 1, "no side effect twice", f"{n} x {key[:160]}")
 
@@ -633,15 +642,19 @@ def _scale_to_zero(
     at_zero: Callable[[], bool],
     arrive: Callable[[], None],
     serving: Callable[[], bool],
+    model: str,
 ) -> None:
     """Enable -> traffic stops -> zero (or parked) -> traffic arrives and the client asks for a wake, up to x3
-    at once -> exactly one wake -> serving the config it served before, everything under the run's faults."""
+    at once -> exactly one wake -> serving the config it served before, everything under the run's faults.
+    With an unhealthy model the wake fails (its capacity fails the health check) and leaves the endpoint at
+    rest: at zero on its config, or parked (a recreated classic endpoint that failed is deleted again)."""
     twin = run.twin
     original = _served_config(run, endpoint)
 
     def known() -> set[str]:  # the original config, one the enable created (minimum 0), or none while parked
         created = run.calls.effective("CreateEndpointConfig")
-        return {original, "parked"} | {str((c.params or {}).get("EndpointConfigName")) for c in created}
+        failed = {"Failed"} if run.plan.unhealthy else set()  # a recreated classic endpoint, until it is deleted
+        return {original, "parked"} | failed | {str((c.params or {}).get("EndpointConfigName")) for c in created}
 
     run.arm()
     status, reply = run.api("PUT", f"/endpoints/{endpoint}/scale-to-zero", settings)
@@ -661,6 +674,9 @@ def _scale_to_zero(
     twin.wait_for(at_zero, 300, 6 * 3600)
     if not at_zero():
         raise Abandoned(f"{endpoint} never reached zero")
+    if run.plan.unhealthy:
+        twin.sagemaker.set_model_health(model, healthy=False)
+    rest = _served_config(run, endpoint)  # where a failed wake must leave it
     arrive()
     twin.clock.sleep(run.rng.uniform(0, 120))  # the client's wake requests race the alarm's
     answers = [run.api("POST", f"/endpoints/{endpoint}/wake") for _ in range(1 + run.plan.repeats)]
@@ -672,8 +688,10 @@ def _scale_to_zero(
     operations = len(scaling_operations(twin, endpoint))  # enable, (park,) wake: one execution each
     record = run.drive(wake, lambda: _served_config(run, endpoint), known, endpoint=endpoint, executions=operations)
     _scaling_operation(run, endpoint, "wake", 0)  # still one, once the burst and the alarm have settled
-    served = (_served_config(run, endpoint), record["status"] != "SUCCEEDED" or serving())
-    run.check(served == (config, True), "serves what the outcome says", f"{record['status']} but {served}")
+    woke = record["status"] == "SUCCEEDED"
+    served = (_served_config(run, endpoint), not woke or serving())
+    expected = (config if woke else rest, True)
+    run.check(served == expected, "serves what the outcome says", f"{record['status']}: {served}")
 
 
 @scenario(
@@ -692,6 +710,7 @@ def scale_to_zero_components(run: Run) -> None:
         at_zero=lambda: _copies(run, IC) == 0 and _instances(run, IC_ENDPOINT) == 0,
         arrive=lambda: run.twin.cloudwatch.set_load_profile(IC_ENDPOINT, requests_per_minute=30),
         serving=lambda: _copies(run, IC) >= 1,
+        model=f"{IC}-v1",
     )
 
 
@@ -711,6 +730,7 @@ def scale_to_zero_async(run: Run) -> None:
         at_zero=lambda: _instances(run, ASYNC_SCALED) == 0,
         arrive=lambda: run.twin.cloudwatch.set_load_profile(ASYNC_SCALED, requests_per_minute=10),
         serving=lambda: _instances(run, ASYNC_SCALED) >= 1,
+        model="ocr-v1",
     )
 
 
@@ -731,6 +751,7 @@ def scale_to_zero_classic(run: Run) -> None:
         at_zero=lambda: _served_config(run, CLASSIC) == "parked",
         arrive=lambda: run.twin.cloudwatch.set_load_profile(CLASSIC, requests_per_minute=600),
         serving=lambda: _instances(run, CLASSIC) == 2,
+        model=f"{CLASSIC}-v1",
     )
 
 

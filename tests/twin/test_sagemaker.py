@@ -794,6 +794,20 @@ def test_weights_and_capacities_go_through_a_short_updating_phase(blue: Twin) ->
     assert 'The variant name(s) "Nope" is/are not present' in message
 
 
+def test_a_scale_out_whose_new_instances_fail_their_health_check_is_rolled_back(blue: Twin) -> None:
+    blue.sim.set_model_health("m1", healthy=False)
+    blue.sm.update_endpoint_weights_and_capacities(
+        EndpointName="ep", DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 6}]
+    )
+    described = blue.settle()
+    variant = described["ProductionVariants"][0]
+    assert described["EndpointStatus"] == "InService"
+    assert (variant["CurrentInstanceCount"], variant["DesiredInstanceCount"]) == (4, 4)
+    assert "did not pass the ping health check" in described["FailureReason"]
+    statuses = [e["detail"]["EndpointStatus"] for e in blue.sink.of_type(STATE)]
+    assert statuses[-2:] == ["ROLLING_BACK", "IN_SERVICE"]
+
+
 # ---------------------------------------------------------------------------------------------- inference components
 def test_inference_component_copies_provision_and_scale_to_zero(twin: Twin) -> None:
     twin.model("llm")

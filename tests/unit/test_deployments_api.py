@@ -58,16 +58,8 @@ class Env:
         self.api, self.repo, self.table, self.sfn, self.state_machine_arn = api, repo, table, sfn, arn
         self.cloudwatch = _client("cloudwatch")
 
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        query: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any, dict[str, str]]:
-        return api_request(self.api, method, path, body=body, query=query, headers=headers)
+    def call(self, method: str, path: str, **request: Any) -> tuple[int, Any, dict[str, str]]:
+        return api_request(self.api, method, path, **request)
 
     def start(self, request: dict[str, Any] | None = None, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
         return self.call("POST", "/deployments", body=request or native(), **kwargs)

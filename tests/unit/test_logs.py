@@ -43,6 +43,8 @@ def written(logger: Any, *messages: Any, exc: BaseException | None = None) -> st
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logger.registered_formatter)
     logger._logger.addHandler(handler)
+    level = logger._logger.level
+    logger._logger.setLevel(logging.INFO)  # the Logger is shared by service name: another test may have raised it
     try:
         for message in messages:
             logger.info(message)
@@ -54,6 +56,7 @@ def written(logger: Any, *messages: Any, exc: BaseException | None = None) -> st
                 logger.exception("unhandled error")
     finally:
         logger._logger.removeHandler(handler)
+        logger._logger.setLevel(level)
     return stream.getvalue()
 
 

@@ -428,3 +428,71 @@ def test_a_park_the_sweep_started_is_dropped_when_a_wake_ended_since(ddb_table: 
     now[0] = at(0, 22, 40)  # one idle window after the wake: the same park goes ahead (and finds it Creating)
     with pytest.raises(Retryable, match="parking once it settles"):
         scaling.apply(state, services)
+
+
+class _RolledBack:
+    """SageMaker after a scale-out from zero whose instances failed their health check."""
+
+    def describe_endpoint(self, EndpointName: str) -> dict[str, Any]:
+        return {
+            "EndpointName": EndpointName,
+            "EndpointStatus": "InService",
+            "FailureReason": "The primary container for production variant AllTraffic did not pass the ping check.",
+            "ProductionVariants": [{"VariantName": "AllTraffic", "CurrentInstanceCount": 0, "DesiredInstanceCount": 0}],
+        }
+
+
+def test_a_wake_whose_scale_out_was_rolled_back_fails_at_once_with_sagemakers_reason(ddb_table: Repository) -> None:
+    record = ddb_table.create_operation("scaling", "ocr", {"action": "wake"})
+    wait = scaling.Wait(expect="instances", started_at=0.0, heartbeat_seconds=300, give_up_at=9e12)
+    state = FlowState(operation_id=record.id, endpoint_name="ocr", action="wake", requested_at=0.0, wait=wait)
+    services = Services(ddb_table, _RolledBack(), None, None, None)  # type: ignore[arg-type]
+    with pytest.raises(ScalingFailed, match=r"the scale-out was rolled back: The primary container .* ping check"):
+        scaling.check(state, services)
+
+
+class _FailedRecreation(_Deleting):
+    """The parked endpoint recreated by an earlier wake and Failed; deleting it makes it Deleting, then gone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status = "Failed"
+        self.deleted = 0
+
+    def describe_endpoint(self, EndpointName: str) -> dict[str, Any]:
+        if self.status == "gone":
+            return super().describe_endpoint(EndpointName)
+        return {"EndpointName": EndpointName, "EndpointStatus": self.status, "ProductionVariants": []}
+
+    def delete_endpoint(self, EndpointName: str) -> dict[str, Any]:
+        self.deleted += 1
+        self.status = "Deleting"
+        return {}
+
+
+def test_a_failed_wake_of_a_parked_endpoint_deletes_the_failed_recreation_and_the_next_wake_starts_over(
+    ddb_table: Repository,
+) -> None:
+    parked = Parked(config_name="scorer-v1", parked_at=at(0, 21), by="schedule")
+    ddb_table.put_scaling_settings("scorer", _classic(parked=parked).model_dump(mode="json"))
+    sm = _FailedRecreation()
+    services = Services(ddb_table, sm, None, None, None)  # type: ignore[arg-type]
+    record = ddb_table.create_operation("scaling", "scorer", {"action": "wake"})
+    ddb_table.acquire_lock("scorer", record.id, 600)
+    failed = FlowState(
+        operation_id=record.id,
+        endpoint_name="scorer",
+        action="wake",
+        requested_at=at(0, 21),
+        outcome=scaling.Outcome(status=OperationStatus.FAILED, reason="the endpoint is Failed: ping health check"),
+    )
+    scaling.finish(failed, services)
+    assert (sm.deleted, ddb_table.get_operation(record.id).status) == (1, OperationStatus.FAILED)
+    assert ddb_table.get_lock("scorer") is None
+    assert scaling.load_settings(ddb_table, "scorer").parked == parked  # type: ignore[union-attr]
+
+    sm.status = "Failed"  # the clean-up did not happen (say it was throttled): the next wake deletes it first
+    again = ddb_table.create_operation("scaling", "scorer", {"action": "wake"})
+    state = FlowState(operation_id=again.id, endpoint_name="scorer", action="wake", requested_at=at(0, 22))
+    waiting = scaling.apply(state, services)
+    assert sm.deleted == 2 and waiting.wait is not None and waiting.wait.expect == "gone"

@@ -60,10 +60,8 @@ class Env:
     def __init__(self, api: ModuleType, repo: Repository, sm: SageMaker, sfn: StepFunctions, arn: str) -> None:
         self.api, self.repo, self.sm, self.sfn, self.arn = api, repo, sm, sfn, arn
 
-    def call(
-        self, method: str, path: str, *, body: Any = None, query: dict[str, str] | None = None, headers: Any = None
-    ) -> tuple[int, Any, dict[str, str]]:
-        return api_request(self.api, method, path, body=body, query=query, headers=headers)
+    def call(self, method: str, path: str, **request: Any) -> tuple[int, Any, dict[str, str]]:
+        return api_request(self.api, method, path, **request)
 
     def executions(self) -> list[dict[str, Any]]:
         return list(self.sfn.inner.list_executions(stateMachineArn=self.arn)["executions"])

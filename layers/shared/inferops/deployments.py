@@ -83,8 +83,6 @@ def start(request: DeploymentRequest, clients: Clients, *, dry_run: bool = False
         clients.state_machine_arn,
         record,
         FlowState(operation_id=record.id, request=request),
-        lease_seconds=flow_steps.START_LEASE_SECONDS,
-        field="endpoint_name",
     )
     metrics.operation_started(KIND)
     repo.append_timeline(record.id, "requested", f"{result.plan.strategy} deployment requested", {"execution": arn})

@@ -39,6 +39,19 @@ class Clients:
 START_LEASE_SECONDS = 900  # the flow extends it at once; a flow that never starts frees the endpoint after this
 
 
+def clients_from_env(state_machine_env: str) -> Clients:
+    """An API service's clients (made by the API and the scheduled functions): the table, AWS, and the flow's state
+    machine, whose ARN is in the environment variable `state_machine_env`."""
+    return Clients(
+        repo=Repository(os.environ["TABLE_NAME"]),
+        sagemaker=boto3.client("sagemaker"),
+        autoscaling=boto3.client("application-autoscaling"),
+        cloudwatch=boto3.client("cloudwatch"),
+        stepfunctions=boto3.client("stepfunctions"),
+        state_machine_arn=os.environ[state_machine_env],
+    )
+
+
 def utc_text(epoch: float) -> str:
     """An instant as users read it in messages: 2026-01-05T09:00:00Z."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -84,8 +97,8 @@ def start_execution(
     record: OperationRecord,
     state: BaseModel,
     *,
-    lease_seconds: float,
-    field: str,
+    lease_seconds: float = START_LEASE_SECONDS,
+    field: str = "endpoint_name",
 ) -> str:
     """Take the endpoint's lock for the operation (lost race: REFUSED, Conflict naming `field`), start the flow
     named after it (failing: lock released, FAILED) and record the execution; its ARN."""

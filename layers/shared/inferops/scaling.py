@@ -26,14 +26,12 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import zoneinfo
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-import boto3
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -819,6 +817,9 @@ def _recreate(state: FlowState, services: Services, settings: Settings) -> FlowS
     assert parked is not None
     sm = services.sagemaker
     endpoint = describe_endpoint(sm, state.endpoint_name)
+    if endpoint is not None and endpoint["EndpointStatus"] == "Failed":  # an earlier recreation failed: start over
+        _delete_failed(state, services)
+        endpoint = describe_endpoint(sm, state.endpoint_name)
     if endpoint is not None and endpoint["EndpointStatus"] == "Deleting":
         _timeline(services, state, "waiting", "the parked endpoint is being deleted: recreating it once it is gone")
         return _await(state, services, "gone", seconds=DELETE_SECONDS)
@@ -830,6 +831,14 @@ def _recreate(state: FlowState, services: Services, settings: Settings) -> FlowS
             sm.create_endpoint(**kwargs)
         _timeline(services, state, "unpark", f"CreateEndpoint from {parked.config_name}", by=state.trigger)
     return _await(state, services, "endpoint", config=parked.config_name, seconds=_provision(settings.instance_type))
+
+
+def _delete_failed(state: FlowState, services: Services) -> None:
+    """A recreated endpoint that failed (say its model fails the health check) holds nothing but its name: delete it,
+    so the endpoint is parked again (config, tags and scaling kept) and the next wake recreates it."""
+    with aws(f"deleting the failed endpoint {state.endpoint_name}"):
+        services.sagemaker.delete_endpoint(EndpointName=state.endpoint_name)
+    _timeline(services, state, "parked", "the recreated endpoint failed: deleted; it stays parked, a wake retries")
 
 
 def _copy_load(instance_type: str | None) -> int:
@@ -907,8 +916,13 @@ def _serving(state: FlowState, services: Services) -> tuple[bool, str]:
     if status != "InService" or endpoint.get("PendingDeploymentSummary"):
         return False, f"the endpoint is {status}"
     if wait.expect == "instances":
-        current = sum(int(v.get("CurrentInstanceCount", 0)) for v in endpoint.get("ProductionVariants", []))
-        return current >= 1, "no instance serves yet"
+        variants = endpoint.get("ProductionVariants", [])
+        if sum(int(v.get("CurrentInstanceCount", 0)) for v in variants) >= 1:
+            return True, ""
+        if endpoint.get("FailureReason") and all(int(v.get("DesiredInstanceCount", 0)) < 1 for v in variants):
+            # SageMaker undid the scale-out (its instances failed): waiting longer brings nothing
+            raise ScalingFailed(f"the scale-out was rolled back: {endpoint['FailureReason']}")
+        return False, "no instance serves yet"
     if wait.config and endpoint["EndpointConfigName"] != wait.config:
         raise ScalingFailed(
             f"the endpoint settled on {endpoint['EndpointConfigName']}, not {wait.config}: the update was rolled back"
@@ -1016,6 +1030,12 @@ def finish(state: FlowState, services: Services) -> FlowState:
         with suppress(NotFound):
             repo.release_wake(state.endpoint_name, state.operation_id)
     repo.release_lock(state.endpoint_name, state.operation_id)
+    if outcome.status is OperationStatus.FAILED and settings is not None and settings.parked is not None:
+        # after the diagnosis read it; throttled or a 5xx raises and the state machine retries this step (the
+        # record is terminal and the lock released by then: a retry only cleans up)
+        described = describe_endpoint(services.sagemaker, state.endpoint_name)
+        if described is not None and described["EndpointStatus"] == "Failed":
+            _delete_failed(state, services)
     return state.model_copy(update={"outcome": outcome, "next": "done"})
 
 
@@ -1130,14 +1150,7 @@ def _launch(
 
 def clients_from_env() -> Clients:
     """The API's and the sweep's clients: the table, AWS, and the scaling state machine from the environment."""
-    return Clients(
-        repo=Repository(os.environ["TABLE_NAME"]),
-        sagemaker=boto3.client("sagemaker"),
-        autoscaling=boto3.client("application-autoscaling"),
-        cloudwatch=boto3.client("cloudwatch"),
-        stepfunctions=boto3.client("stepfunctions"),
-        state_machine_arn=os.environ["SCALING_STATE_MACHINE_ARN"],
-    )
+    return flow_steps.clients_from_env("SCALING_STATE_MACHINE_ARN")
 
 
 def enable(endpoint: str, request: ScaleToZeroRequest, clients: Clients) -> OperationView:

@@ -135,8 +135,6 @@ def start(request: ShadowTestRequest, clients: Clients, *, dry_run: bool = False
         clients.state_machine_arn,
         record,
         FlowState(operation_id=record.id, request=request),
-        lease_seconds=flow_steps.START_LEASE_SECONDS,
-        field="endpoint_name",
     )
     metrics.operation_started(shadow.KIND)
     repo.append_timeline(
