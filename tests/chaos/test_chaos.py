@@ -48,6 +48,8 @@ def test_invariants_hold_under_faults(flow: str, seed: int) -> None:
     result = run_one(flow, seed)
     assert result.violations == [], (result.faults, result.violations)
     injected = result.injected
-    assert injected.get("event.duplicated", 0) + injected.get("sns.redelivered", 0) > 0, injected
+    # which events are duplicated, reordered or lost is drawn per event, and the events depend on interleavings:
+    # the run must have met some event fault, not one kind in particular
+    assert sum(n for k, n in injected.items() if k.startswith(("event.", "sns."))) > 0, injected
     assert sum(n for k, n in injected.items() if k.startswith("sagemaker.")) > 0, injected  # throttles, 5xx
     assert result.samples > 0 or flow == "async-results"
