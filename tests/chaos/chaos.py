@@ -392,7 +392,7 @@ def run_one(flow_name: str, seed: int, *, quiet: bool = True) -> Result:
             run = Run(flow, plan, twin, calls, random.Random(seed ^ 0x5EED))
             try:
                 flow.play(run)
-            except Abandoned as gave_up:
+            except (Abandoned, TimeoutError) as gave_up:  # a wait that never ended is the run's finding, not a crash
                 run.check(False, "scenario", str(gave_up))
             run.check_side_effects()
         injected = twin.faults.report()

@@ -496,3 +496,34 @@ def test_a_failed_wake_of_a_parked_endpoint_deletes_the_failed_recreation_and_th
     state = FlowState(operation_id=again.id, endpoint_name="scorer", action="wake", requested_at=at(0, 22))
     waiting = scaling.apply(state, services)
     assert sm.deleted == 2 and waiting.wait is not None and waiting.wait.expect == "gone"
+
+
+class _StillServing(_Deleting):
+    """The endpoint a park recorded but did not delete (its DeleteEndpoint answered 503)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deletes = 0
+
+    def describe_endpoint(self, EndpointName: str) -> dict[str, Any]:
+        status = "Deleting" if self.deletes else "InService"
+        return {"EndpointName": EndpointName, "EndpointStatus": status, "ProductionVariants": []}
+
+    def delete_endpoint(self, EndpointName: str) -> dict[str, Any]:
+        self.deletes += 1
+        return {}
+
+
+def test_a_retried_park_whose_delete_failed_deletes_the_endpoint_instead_of_calling_it_parked(
+    ddb_table: Repository,
+) -> None:
+    parked = Parked(config_name="scorer-v1", parked_at=at(0, 21), by="idle")
+    ddb_table.put_scaling_settings("scorer", _classic(parked=parked).model_dump(mode="json"))
+    record = ddb_table.create_operation("scaling", "scorer", {"action": "park"})
+    state = FlowState(operation_id=record.id, endpoint_name="scorer", action="park", trigger="idle", requested_at=0.0)
+    sm = _StillServing()
+    services = Services(ddb_table, sm, None, None, None)  # type: ignore[arg-type]
+    ended = scaling.apply(state, services)
+    assert sm.deletes == 1 and ended.outcome is not None and ended.outcome.reason.startswith("parked (idle)")
+    again = scaling.apply(state, services)  # a second retry finds it going: nothing more
+    assert sm.deletes == 1 and again.outcome is not None and again.outcome.reason == "already parked"

@@ -763,7 +763,7 @@ def _park(state: FlowState, services: Services) -> FlowState:
     if settings.kind != "classic":
         raise ScalingFailed(f"only classic endpoints are parked; {state.endpoint_name} is {settings.kind}")
     if settings.parked is not None:
-        return _end(state, OperationStatus.SUCCEEDED, "already parked")
+        return _finish_parking(state, services, settings.parked)
     if state.trigger in ("schedule", "idle") and decide(settings, services, services.repo.now())[0] != "park":
         # the sweep decided on what it read before this flow took the lock: a wake may have ended in between
         return _end(state, OperationStatus.SUCCEEDED, "not parked: woken or in demand since the sweep decided")
@@ -802,6 +802,20 @@ def _park(state: FlowState, services: Services) -> FlowState:
         f"endpoint deleted; {parked.config_name}, {len(tags)} tag(s), {len(parked.targets)} scaling target(s) recorded",
         by=state.trigger,
     )
+    return _end(state, OperationStatus.SUCCEEDED, f"parked ({state.trigger}); config {parked.config_name} kept")
+
+
+def _finish_parking(state: FlowState, services: Services, parked: Parked) -> FlowState:
+    """Recorded as parked: done if the endpoint is gone (or going). Still there, this is a retry of a park whose
+    DeleteEndpoint failed after the record was written (throttled, a 5xx): delete it now."""
+    endpoint = describe_endpoint(services.sagemaker, state.endpoint_name)
+    if endpoint is None or endpoint["EndpointStatus"] == "Deleting":
+        return _end(state, OperationStatus.SUCCEEDED, "already parked")
+    if endpoint["EndpointStatus"] != "InService":
+        raise Retryable(f"the endpoint is {endpoint['EndpointStatus']}: parking once it settles")
+    with aws(f"deleting endpoint {state.endpoint_name}"):
+        services.sagemaker.delete_endpoint(EndpointName=state.endpoint_name)
+    _timeline(services, state, "parked", f"endpoint deleted; {parked.config_name} kept", by=state.trigger)
     return _end(state, OperationStatus.SUCCEEDED, f"parked ({state.trigger}); config {parked.config_name} kept")
 
 
