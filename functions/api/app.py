@@ -32,7 +32,6 @@ from inferops import catalog, deployments, logs, request_limits
 from inferops.errors import InferOpsError
 from inferops.planner import DeploymentRequest
 from inferops.rollout import preflight
-from inferops.storage import OperationStatus
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -251,9 +250,9 @@ def start_deployment(
 @app.get("/deployments", summary="An endpoint's deployments, newest first (paginated)")
 def list_deployments(
     endpoint: Annotated[str, Query(min_length=1, max_length=63, description="endpoint name")],
-    status: Annotated[OperationStatus | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    next_token: Annotated[str | None, Query(alias="nextToken", max_length=2048)] = None,
+    status: route_kit.StatusQuery = None,
+    limit: route_kit.LimitQuery = 20,
+    next_token: route_kit.NextTokenQuery = None,
 ) -> dict[str, Any]:
     page = deployments.list_page(_clients().repo, endpoint, status=status, limit=limit, next_token=next_token)
     return page.model_dump(mode="json")

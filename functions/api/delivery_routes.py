@@ -17,7 +17,6 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from inferops import deliveries
 from inferops.delivery import Services, services_from_environment
 from inferops.delivery_policy import DeliveryPolicy, PolicyRefused
-from inferops.storage import OperationStatus
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
@@ -83,9 +82,9 @@ def delete_delivery_policy(group: _GROUP) -> Response[Any]:
 @router.get("/deliveries", summary="A model package group's deliveries, newest first (paginated)")
 def list_deliveries(
     group: Annotated[str, Query(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", description="model package group name")],
-    status: Annotated[OperationStatus | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    next_token: Annotated[str | None, Query(alias="nextToken", max_length=2048)] = None,
+    status: route_kit.StatusQuery = None,
+    limit: route_kit.LimitQuery = 20,
+    next_token: route_kit.NextTokenQuery = None,
 ) -> deliveries.DeliveryPage:
     return deliveries.list_page(_services().repo, group, status=status, limit=limit, next_token=next_token)
 

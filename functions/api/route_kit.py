@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inferops import flow_steps
 from inferops.flow_steps import Clients
+from inferops.storage import OperationStatus
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
@@ -27,6 +29,12 @@ if TYPE_CHECKING:
 IDEMPOTENCY = IdempotencyConfig(
     event_key_jmespath="key", payload_validation_jmespath="request", expires_after_seconds=86400
 )
+
+
+# The query of every list route: a status filter and pagination (a page of `limit`, then `nextToken`).
+StatusQuery = Annotated[OperationStatus | None, Query()]
+LimitQuery = Annotated[int, Query(ge=1, le=100)]
+NextTokenQuery = Annotated[str | None, Query(alias="nextToken", max_length=2048)]
 
 
 class ReasonBody(BaseModel):

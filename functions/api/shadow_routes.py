@@ -14,7 +14,6 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 
 from inferops import shadow_tests
 from inferops.shadow import ShadowTestRequest
-from inferops.storage import OperationStatus
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
@@ -81,9 +80,9 @@ def start_shadow_test(
 @router.get("/shadow-tests", summary="An endpoint's shadow tests, newest first (paginated)")
 def list_shadow_tests(
     endpoint: Annotated[str, Query(min_length=1, max_length=63, description="endpoint name")],
-    status: Annotated[OperationStatus | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    next_token: Annotated[str | None, Query(alias="nextToken", max_length=2048)] = None,
+    status: route_kit.StatusQuery = None,
+    limit: route_kit.LimitQuery = 20,
+    next_token: route_kit.NextTokenQuery = None,
 ) -> shadow_tests.ShadowTestPage:
     return shadow_tests.list_page(_clients().repo, endpoint, status=status, limit=limit, next_token=next_token)
 
