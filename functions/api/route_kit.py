@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inferops import flow_steps
 from inferops.flow_steps import Clients
+from inferops.model import Model
 from inferops.storage import OperationStatus
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ LimitQuery = Annotated[int, Query(ge=1, le=100)]
 NextTokenQuery = Annotated[str | None, Query(alias="nextToken", max_length=2048)]
 
 
-class ReasonBody(BaseModel):
+class ReasonBody(Model):
     """The optional body of a stop (abort, discard, cancel): why, kept in the record and the timeline."""
 
     model_config = ConfigDict(extra="forbid")

@@ -1,6 +1,12 @@
 """Cold-start budget: import + init of every function in template.yaml in a fresh interpreter, against a minimal
 handler (Powertools Logger + one boto3 client) measured in the same run; and the catalog's first load.
 
+What is imported is what `sam build` deploys: each function's artifact and the layer's inferops package, built
+into a temporary folder by packaging/Makefile (the source and its bytecode, compiled by this interpreter); the
+layer's dependencies come from this virtualenv, bytecode included, as the build's layer-dependencies step ships
+them. Lambda cannot write __pycache__ (read-only /var/task and /opt), so a package without bytecode would
+compile every module on every cold start.
+
 Run: .venv/bin/python tests/perf/bench_imports.py (`make bench`). Prints the median of RUNS fresh processes per
 case, the ratio to the baseline (goal <= 1.5x) and PASS/MISS; asserts nothing. The function list comes from
 template.yaml (`twin.template.Template`), so a function added there is measured without touching this file.
@@ -16,6 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,22 +68,38 @@ def measure(probes: dict[str, tuple[str, list[str], dict[str, str]]]) -> dict[st
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def cases() -> dict[str, tuple[str, list[str], dict[str, str]]]:
-    """One probe per template function: (body, sys.path entries, environment)."""
+def build(target: str, artifacts: Path) -> Path:
+    """One packaging/Makefile target into `artifacts`, compiled by this interpreter."""
+    subprocess.run(
+        ["make", "--silent", "-f", str(ROOT / "packaging" / "Makefile"), target],
+        check=True,
+        env={**os.environ, "ARTIFACTS_DIR": str(artifacts), "PYTHON": sys.executable},
+        timeout=300,
+    )
+    return artifacts
+
+
+def cases(built: Path, layer: str) -> dict[str, tuple[str, list[str], dict[str, str]]]:
+    """One probe per template function, on its built artifact: (body, sys.path entries, environment)."""
     template = Template(ROOT / "template.yaml")
     found = {}
     for logical_id, spec in sorted(template.functions.items()):
         module, _, attribute = spec.handler.rpartition(".")
-        paths = [str(spec.code_dir), *(str(layer) for layer in spec.layers), str(ROOT / "layers" / "shared")]
+        paths = [str(build(f"build-{logical_id}", built / logical_id)), layer]
         env = {k: str(v) for k, v in spec.environment.items()}
         found[logical_id] = (HANDLER.format(module=module, attribute=attribute), paths, env)
     return found
 
 
 def main() -> None:
-    layer = [str(ROOT / "layers" / "shared")]
-    probes = {"baseline": (BASELINE, [], {}), "catalog": (CATALOG, layer, {}), **cases()}
-    results = measure(probes)
+    with tempfile.TemporaryDirectory() as built:
+        layer = str(build("layer-code", Path(built) / "SharedLayer") / "python")
+        probes = {"baseline": (BASELINE, [], {}), "catalog": (CATALOG, [layer], {}), **cases(Path(built), layer)}
+        report(measure(probes))
+
+
+def report(results: dict[str, float]) -> None:
+    """The table: each function's median against the baseline's, and the catalog's first load."""
     baseline, catalog = results.pop("baseline"), results.pop("catalog")
     print(f"import + init, median of {RUNS} fresh processes ({sys.version.split()[0]}; shared, loaded machine)")
     print(f"  {'baseline: Powertools Logger + one boto3 client':<48} {baseline:7.1f} ms")

@@ -17,9 +17,10 @@ import os
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from inferops.errors import Conflict, NotFound, invalid
+from inferops.model import Model
 from inferops.storage import ALARM_NAME_MAX_LENGTH, WaitPurpose
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ WAKE_ALARM_PREFIX = "InferOps-"
 AlarmStateValue = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
 
 
-class _State(BaseModel):
+class _State(Model):
     model_config = ConfigDict(extra="ignore")
 
     value: AlarmStateValue
@@ -47,13 +48,13 @@ class _State(BaseModel):
     timestamp: datetime
 
 
-class _Configuration(BaseModel):
+class _Configuration(Model):
     model_config = ConfigDict(extra="ignore")
 
     alarmRule: str | None = None  # only composite alarms have one; metric alarms list `metrics`
 
 
-class _Detail(BaseModel):
+class _Detail(Model):
     model_config = ConfigDict(extra="ignore")
 
     alarmName: str = Field(min_length=1, max_length=ALARM_NAME_MAX_LENGTH)
@@ -62,7 +63,7 @@ class _Detail(BaseModel):
     configuration: _Configuration = Field(default_factory=_Configuration)
 
 
-class _Envelope(BaseModel):
+class _Envelope(Model):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     id: str
@@ -72,7 +73,7 @@ class _Envelope(BaseModel):
     detail: _Detail
 
 
-class AlarmChange(BaseModel):
+class AlarmChange(Model):
     """One alarm state change: what the reaction and the timeline use."""
 
     model_config = ConfigDict(frozen=True)

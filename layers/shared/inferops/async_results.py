@@ -50,9 +50,10 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.parser.models import SnsNotificationModel
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 
 from inferops.errors import InvalidInput, invalid
+from inferops.model import Model
 from inferops.storage import (
     ASYNC_RESULT_RETENTION_DAYS,
     ASYNC_STATS_RETENTION_DAYS,
@@ -121,7 +122,7 @@ UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 Location = Annotated[str, Field(min_length=1, max_length=MAX_LOCATION_LENGTH)]
 
 
-class _RequestParameters(BaseModel):
+class _RequestParameters(Model):
     model_config = ConfigDict(extra="ignore")
 
     endpointName: str = Field(min_length=1, max_length=63, pattern=ENDPOINT_NAME_PATTERN)
@@ -129,7 +130,7 @@ class _RequestParameters(BaseModel):
     contentType: str | None = Field(default=None, max_length=1024)
 
 
-class _ResponseParameters(BaseModel):
+class _ResponseParameters(Model):
     model_config = ConfigDict(extra="ignore")
 
     contentType: str | None = Field(default=None, max_length=1024)
@@ -137,7 +138,7 @@ class _ResponseParameters(BaseModel):
     failureLocation: Location | None = None
 
 
-class SageMakerNotification(BaseModel):
+class SageMakerNotification(Model):
     """The body SageMaker publishes for one finished async request (success or error topic)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -157,7 +158,7 @@ class SageMakerNotification(BaseModel):
     """Where some consumers read S3FailurePath's object; SageMaker's own shape has it in responseParameters."""
 
 
-class Ignored(BaseModel):
+class Ignored(Model):
     """A message that is not a result and needs nothing done (SageMaker's TestNotification)."""
 
     model_config = ConfigDict(frozen=True)
@@ -166,7 +167,7 @@ class Ignored(BaseModel):
 
 
 # ---------------------------------------------------------------------- classification
-class Classification(BaseModel):
+class Classification(Model):
     """What a failure means, from the troubleshooting catalog: the category, its cause and what to do."""
 
     model_config = ConfigDict(frozen=True)
@@ -693,7 +694,7 @@ class AsyncResultsProcessor(BatchProcessor):
 
 
 # ---------------------------------------------------------------------- the API's views
-class AsyncResultView(BaseModel):
+class AsyncResultView(Model):
     """GET /async-results/{inferenceId}."""
 
     model_config = ConfigDict(frozen=True)
@@ -732,7 +733,7 @@ def get_result(repo: Repository, inference_id: str) -> AsyncResultView:
     )
 
 
-class LatencySummary(BaseModel):
+class LatencySummary(Model):
     model_config = ConfigDict(frozen=True)
 
     count: int
@@ -744,7 +745,7 @@ class LatencySummary(BaseModel):
     p99: float | None
 
 
-class HourStats(BaseModel):
+class HourStats(Model):
     model_config = ConfigDict(frozen=True)
 
     hour: str = Field(description="start of the UTC clock hour")
@@ -753,7 +754,7 @@ class HourStats(BaseModel):
     mean_latency_seconds: float | None
 
 
-class AsyncStatsView(BaseModel):
+class AsyncStatsView(Model):
     """GET /endpoints/{name}/async-stats."""
 
     model_config = ConfigDict(frozen=True)

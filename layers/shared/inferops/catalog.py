@@ -30,6 +30,8 @@ _ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 
 
 class _Frozen(BaseModel):
+    """Not an `inferops.model.Model`: built at import, as every use of the catalog loads the whole file."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from inferops import deployments, shadow_tests
 from inferops.delivery import (
@@ -31,6 +31,7 @@ from inferops.delivery import (
 )
 from inferops.delivery_policy import DeliveryPolicy, PolicyRefused, check
 from inferops.errors import Conflict, InvalidInput, NotFound, invalid
+from inferops.model import Model
 from inferops.storage import OperationRecord, OperationStatus, Repository, WaitPurpose
 
 PACKAGE_STATE_CHANGE = "SageMaker Model Package State Change"
@@ -45,7 +46,7 @@ def delivery_id(group: str, version: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ policies
-class PolicyView(BaseModel):
+class PolicyView(Model):
     model_config = ConfigDict(frozen=True)
 
     group: str
@@ -77,7 +78,7 @@ def delete_policy(group: str, repo: Repository) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ registry events
-class _PackageDetail(BaseModel):
+class _PackageDetail(Model):
     model_config = ConfigDict(extra="ignore")
 
     ModelPackageGroupName: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -86,7 +87,7 @@ class _PackageDetail(BaseModel):
     ModelApprovalStatus: Literal["Approved", "Rejected", "PendingManualApproval"]
 
 
-class _PackageEnvelope(BaseModel):
+class _PackageEnvelope(Model):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     id: str
@@ -96,7 +97,7 @@ class _PackageEnvelope(BaseModel):
     detail: _PackageDetail
 
 
-class PackageChange(BaseModel):
+class PackageChange(Model):
     """A model package version's approval status, from the registry's event."""
 
     model_config = ConfigDict(frozen=True)
@@ -276,7 +277,7 @@ def production_started(repo: Repository, record: OperationRecord) -> StageRun | 
 
 
 # ------------------------------------------------------------------------------------------------ children
-class ChildFinished(BaseModel):
+class ChildFinished(Model):
     model_config = ConfigDict(frozen=True)
 
     event_id: str
@@ -289,7 +290,7 @@ class ChildFinished(BaseModel):
         return f"{self.kind}: {self.operation_id} on {self.endpoint_name} ended {self.status}"
 
 
-class _FinishedDetail(BaseModel):
+class _FinishedDetail(Model):
     model_config = ConfigDict(extra="ignore")
 
     operationId: str = Field(min_length=1, max_length=128)
@@ -297,7 +298,7 @@ class _FinishedDetail(BaseModel):
     status: str
 
 
-class _DeliveryDetail(BaseModel):
+class _DeliveryDetail(Model):
     model_config = ConfigDict(extra="ignore")
 
     deliveryId: str = Field(min_length=1, max_length=128)
@@ -340,7 +341,7 @@ def on_inferops_event(finished: ChildFinished, clients: Services) -> dict[str, A
 
 
 # ------------------------------------------------------------------------------------------------ reading
-class StageView(BaseModel):
+class StageView(Model):
     model_config = ConfigDict(frozen=True)
 
     name: str
@@ -357,7 +358,7 @@ class StageView(BaseModel):
     diagnosis: dict[str, Any] | None
 
 
-class DeliveryView(BaseModel):
+class DeliveryView(Model):
     """GET /deliveries/{id}."""
 
     model_config = ConfigDict(frozen=True)
@@ -447,7 +448,7 @@ def _utc(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class DeliverySummary(BaseModel):
+class DeliverySummary(Model):
     model_config = ConfigDict(frozen=True)
 
     id: str
@@ -459,7 +460,7 @@ class DeliverySummary(BaseModel):
     reason: str | None
 
 
-class DeliveryPage(BaseModel):
+class DeliveryPage(Model):
     model_config = ConfigDict(frozen=True)
 
     deliveries: list[DeliverySummary]

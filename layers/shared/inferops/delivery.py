@@ -25,11 +25,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from inferops import deployments, metrics, shadow_tests
 from inferops.delivery_policy import DeliveryPolicy, frozen_until
 from inferops.errors import Conflict, InferOpsError, NotFound
+from inferops.model import Model
 from inferops.rollout import KIND as DEPLOYMENT_KIND
 from inferops.rollout import StepError, aws
 from inferops.shadow import KIND as SHADOW_TEST_KIND
@@ -64,7 +65,7 @@ class EndpointBusy(StepError):
 
 
 # ------------------------------------------------------------------------------------------------ state
-class _State(BaseModel):
+class _State(Model):
     model_config = ConfigDict(extra="ignore")
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from inferops.endpoints import read_endpoint
 from inferops.errors import InferOpsError, first_problem
+from inferops.model import Model
 from inferops.planner import DeploymentRequest, PackageModel, ResourceName, Violation, plan
 from inferops.shadow import ShadowTestRequest
 
@@ -37,7 +38,7 @@ Day = Literal["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"]
 GroupName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")]
 
 
-class _Strict(BaseModel):
+class _Strict(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

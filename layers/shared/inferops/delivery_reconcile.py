@@ -23,11 +23,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from inferops import deliveries, metrics
 from inferops.delivery import KIND, Services, group_lock
 from inferops.errors import InferOpsError, NotFound
+from inferops.model import Model
 from inferops.storage import OperationRecord, OperationStatus, Repository
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ EVENT_ID = "reconciliation"
 _LISTED = 10
 
 
-class Decision(BaseModel):
+class Decision(Model):
     """What the sweep did (or deliberately did not do) for a group: `started`, `stopped` and `launched` are
     repairs of a lost event; `skipped` says why a version without a delivery was left alone."""
 
@@ -52,7 +53,7 @@ class Decision(BaseModel):
     why: str
 
 
-class Sweep(BaseModel):
+class Sweep(Model):
     model_config = ConfigDict(frozen=True)
 
     decisions: list[Decision]

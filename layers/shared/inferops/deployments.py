@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from inferops import flow_steps, metrics
 from inferops.errors import Conflict, InferOpsError, NotFound
 from inferops.flow_steps import Clients as Clients  # noqa: PLC0414 (explicit re-export for callers)
+from inferops.model import Model
 from inferops.planner import DeploymentRequest, Plan, PlanResult
 from inferops.rollout import KIND, FlowState, preflight
 from inferops.storage import OperationRecord, OperationStatus, Repository, TimelineEntry, WaitPurpose
@@ -35,7 +36,7 @@ class Refused(InferOpsError):
         self.result = result
 
 
-class Started(BaseModel):
+class Started(Model):
     model_config = ConfigDict(frozen=True)
 
     id: str | None
@@ -45,7 +46,7 @@ class Started(BaseModel):
     dry_run: bool = False
 
 
-class DeploymentView(BaseModel):
+class DeploymentView(Model):
     """GET /deployments/{id}: the record, its plan, its timeline and the analysis verdicts."""
 
     model_config = ConfigDict(frozen=True)
@@ -170,7 +171,7 @@ def approve(operation_id: str, clients: Clients, *, by: str) -> DeploymentView:
     return get(operation_id, repo)
 
 
-class DeploymentSummary(BaseModel):
+class DeploymentSummary(Model):
     model_config = ConfigDict(frozen=True)
 
     id: str
@@ -182,7 +183,7 @@ class DeploymentSummary(BaseModel):
     reason: str | None
 
 
-class DeploymentPage(BaseModel):
+class DeploymentPage(Model):
     model_config = ConfigDict(frozen=True)
 
     deployments: list[DeploymentSummary]

@@ -30,10 +30,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from inferops import catalog
 from inferops.errors import InvalidInput, NotFound
+from inferops.model import Model
 
 if TYPE_CHECKING:
     from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
@@ -78,7 +79,7 @@ _TEXT_KINDS: frozenset[str] = frozenset({"failure_reason", "variant_status", "er
 _REPORTED: frozenset[str] = frozenset({"failure_reason", "variant_status", "error"})
 
 
-class _Frozen(BaseModel):
+class _Frozen(Model):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 

@@ -15,9 +15,10 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from inferops.errors import InvalidInput, invalid
+from inferops.model import Model
 from inferops.storage import WaitPurpose
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ STATUSES = {
 SETTLED = frozenset({"InService", "Failed", "UpdateRollbackFailed", "OutOfService"})
 
 
-class _Detail(BaseModel):
+class _Detail(Model):
     model_config = ConfigDict(extra="ignore")
 
     EndpointName: str = Field(min_length=1, max_length=63)
@@ -54,7 +55,7 @@ class _Detail(BaseModel):
     ProductionVariants: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class _Envelope(BaseModel):
+class _Envelope(Model):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     id: str
@@ -66,7 +67,7 @@ class _Envelope(BaseModel):
     detail: _Detail
 
 
-class EndpointChange(BaseModel):
+class EndpointChange(Model):
     """One event in DescribeEndpoint's vocabulary: what the flows and the timeline use."""
 
     model_config = ConfigDict(frozen=True)

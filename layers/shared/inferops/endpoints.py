@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from inferops.errors import NotFound
+from inferops.model import Model
 
 if TYPE_CHECKING:
     from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 _ARN_ACCOUNT = re.compile(r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:(\d{12}):")
 
 
-class ScalingTarget(BaseModel):
+class ScalingTarget(Model):
     """A registered Application Auto Scaling target on a variant (it blocks instance-type changes)."""
 
     model_config = ConfigDict(frozen=True)
@@ -29,7 +30,7 @@ class ScalingTarget(BaseModel):
     max_capacity: int
 
 
-class VariantSnapshot(BaseModel):
+class VariantSnapshot(Model):
     model_config = ConfigDict(frozen=True)
 
     name: str
@@ -43,7 +44,7 @@ class VariantSnapshot(BaseModel):
     autoscaling: ScalingTarget | None = None
 
 
-class EndpointSnapshot(BaseModel):
+class EndpointSnapshot(Model):
     model_config = ConfigDict(frozen=True)
 
     name: str
@@ -58,7 +59,7 @@ class EndpointSnapshot(BaseModel):
         return next((v for v in self.variants if v.name == name), None)
 
 
-class ModelCheck(BaseModel):
+class ModelCheck(Model):
     """What SageMaker says about the model a deployment asks for (an existing model or a package)."""
 
     model_config = ConfigDict(frozen=True)

@@ -17,6 +17,7 @@ import boto3
 from pydantic import BaseModel, ValidationError
 
 from inferops.errors import InvalidInput, first_problem
+from inferops.model import Model
 from inferops.storage import Repository
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ F = TypeVar("F", bound=BaseModel)
 V = TypeVar("V")
 
 
-class StepCall(BaseModel):
+class StepCall(Model):
     """What a state machine's Lambda task sends: the step, the flow's state, and its task token if it waits."""
 
     action: str

@@ -13,11 +13,12 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator
 
 from inferops import catalog
 from inferops.endpoints import EndpointSnapshot, ModelCheck, VariantSnapshot
 from inferops.errors import InferOpsError
+from inferops.model import Model
 
 # SageMaker's bounds (reference/sagemaker-facts.md §2, botocore's sagemaker model).
 CANARY_MAX_PERCENT = 50
@@ -36,7 +37,7 @@ SERVERLESS_PROVISION_SECONDS = 180
 ResourceName = Annotated[str, StringConstraints(max_length=63, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")]
 
 
-class _Strict(BaseModel):
+class _Strict(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

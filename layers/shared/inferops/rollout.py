@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from inferops import analysis, metrics
 from inferops.endpoints import read_endpoint, read_model
 from inferops.errors import Conflict, NotFound
+from inferops.model import Model
 from inferops.planner import (
     ContainerModel,
     DeploymentRequest,
@@ -107,7 +108,7 @@ def error_code(error: ClientError) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ state
-class _State(BaseModel):
+class _State(Model):
     model_config = ConfigDict(extra="ignore")
 
 

@@ -33,12 +33,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from inferops import catalog, flow_steps, metrics, rollout
 from inferops.alarm_events import WAKE_ALARM_PREFIX
 from inferops.errors import Conflict, InvalidInput, NotFound
 from inferops.flow_steps import Clients as Clients  # noqa: PLC0414 (explicit re-export for callers)
+from inferops.model import Model
 from inferops.planner import PROVISION_SECONDS
 from inferops.rollout import Retryable, Services, StepError
 from inferops.storage import OperationRecord, OperationStatus, Repository, TimelineEntry, WaitPurpose
@@ -150,7 +151,7 @@ def aws(what: str) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------------ requests
-class Schedule(BaseModel):
+class Schedule(Model):
     """The hours an endpoint is awake; outside them a classic endpoint is parked (e.g. nights and weekends)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -187,7 +188,7 @@ class Schedule(BaseModel):
         return minute < end and DAYS[(local.weekday() - 1) % 7] in self.days
 
 
-class ScaleToZeroRequest(BaseModel):
+class ScaleToZeroRequest(Model):
     """PUT /endpoints/{name}/scale-to-zero."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -201,7 +202,7 @@ class ScaleToZeroRequest(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------------ records
-class _Model(BaseModel):
+class _Model(Model):
     model_config = ConfigDict(extra="ignore")
 
 
@@ -1084,7 +1085,7 @@ TOKEN_STEPS: dict[str, TokenStep] = {"await_ready": await_ready}
 # ------------------------------------------------------------------------------------------------ starting
 
 
-class OperationView(BaseModel):
+class OperationView(Model):
     """A scaling operation as the API shows it (POST/PUT/DELETE replies and GET /endpoints/{name})."""
 
     model_config = ConfigDict(frozen=True)
@@ -1207,7 +1208,7 @@ def park(endpoint: str, clients: Clients) -> OperationView:
     return start("park", endpoint, clients)
 
 
-class WakeStarted(BaseModel):
+class WakeStarted(Model):
     model_config = ConfigDict(frozen=True)
 
     started: bool
@@ -1389,7 +1390,7 @@ def hourly_demand(
 
 
 # ------------------------------------------------------------------------------------------------ cost
-class EndpointCost(BaseModel):
+class EndpointCost(Model):
     model_config = ConfigDict(frozen=True)
 
     endpoint: str
@@ -1404,7 +1405,7 @@ class EndpointCost(BaseModel):
     instance_hours: float
 
 
-class CostReport(BaseModel):
+class CostReport(Model):
     model_config = ConfigDict(frozen=True)
 
     days: int
@@ -1505,7 +1506,7 @@ def cost_report(repo: Repository, cw: CloudWatchClient, days: int) -> CostReport
 
 
 # ------------------------------------------------------------------------------------------------ endpoint view
-class EndpointView(BaseModel):
+class EndpointView(Model):
     """GET /endpoints/{name}: kind, capacity, scale-to-zero state, last wake, idle cost of the last 7 days."""
 
     model_config = ConfigDict(frozen=True)

@@ -36,11 +36,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from inferops import analysis, catalog, metrics, rollout
 from inferops.endpoints import EndpointSnapshot, ModelCheck, read_endpoint, read_model
 from inferops.errors import Conflict, InferOpsError, NotFound
+from inferops.model import Model
 from inferops.planner import (
     PROVISION_SECONDS,
     Analysis,
@@ -108,7 +109,7 @@ def aws(what: str) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------------ request
-class _Strict(BaseModel):
+class _Strict(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -643,7 +644,7 @@ def preflight(
 
 
 # ------------------------------------------------------------------------------------------------ state
-class _State(BaseModel):
+class _State(Model):
     model_config = ConfigDict(extra="ignore")
 
 

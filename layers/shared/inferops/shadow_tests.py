@@ -12,12 +12,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from inferops import flow_steps, metrics, shadow
 from inferops.errors import Conflict, InferOpsError, InvalidInput, NotFound
 from inferops.flow_steps import Clients as Clients  # noqa: PLC0414 (explicit re-export for callers)
 from inferops.flow_steps import utc_text as _when
+from inferops.model import Model
 from inferops.shadow import (
     DECISION_MARGIN_SECONDS,
     KIND,
@@ -45,7 +46,7 @@ class Refused(InferOpsError):
         self.result = result
 
 
-class Started(BaseModel):
+class Started(Model):
     model_config = ConfigDict(frozen=True)
 
     id: str | None
@@ -55,7 +56,7 @@ class Started(BaseModel):
     dry_run: bool = False
 
 
-class ShadowTestView(BaseModel):
+class ShadowTestView(Model):
     """GET /shadow-tests/{id}: status, where the test stands, sampling history, verdicts over time, timeline."""
 
     model_config = ConfigDict(frozen=True)
@@ -82,7 +83,7 @@ class ShadowTestView(BaseModel):
     diagnosis: dict[str, Any] | None = None
 
 
-class ShadowTestPatch(BaseModel):
+class ShadowTestPatch(Model):
     """PATCH /shadow-tests/{id}: what SageMaker lets a running experiment change."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -92,7 +93,7 @@ class ShadowTestPatch(BaseModel):
     description: Annotated[str, StringConstraints(max_length=1024)] | None = None
 
 
-class ShadowTestSummary(BaseModel):
+class ShadowTestSummary(Model):
     model_config = ConfigDict(frozen=True)
 
     id: str
@@ -105,7 +106,7 @@ class ShadowTestSummary(BaseModel):
     reason: str | None
 
 
-class ShadowTestPage(BaseModel):
+class ShadowTestPage(Model):
     model_config = ConfigDict(frozen=True)
 
     shadow_tests: list[ShadowTestSummary]

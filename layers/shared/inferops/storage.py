@@ -84,10 +84,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, ConfigDict, Field, PlainSerializer
 from pydantic_core import to_jsonable_python
 
 from inferops.errors import Conflict, InvalidInput, NotFound
+from inferops.model import Model
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -201,7 +202,7 @@ Timestamp = Annotated[datetime, AfterValidator(_to_utc), PlainSerializer(format_
 # --- records ------------------------------------------------------------------------------------------
 
 
-class _Record(BaseModel):
+class _Record(Model):
     model_config = ConfigDict(frozen=True, extra="ignore", ser_json_inf_nan="constants")
 
 
