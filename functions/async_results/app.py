@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.utilities.batch import process_partial_response
 
 from inferops import logs
-from inferops.async_results import AsyncResultsProcessor
+from inferops.async_ingest import AsyncResultsProcessor
 from inferops.storage import Repository
 
 if TYPE_CHECKING:

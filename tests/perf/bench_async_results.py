@@ -41,7 +41,7 @@ for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"):
 
 from aws_lambda_powertools.utilities.batch import process_partial_response  # noqa: E402
 
-from inferops.async_results import AsyncResultsProcessor, parse_message  # noqa: E402
+from inferops.async_ingest import AsyncResultsProcessor, parse_message  # noqa: E402
 from inferops.storage import AsyncResultRecord, AsyncStatsShard, NotWritten, Repository  # noqa: E402
 
 GOAL_PER_SECOND = 2000

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from twin.template import Template  # noqa: E402
 
-RUNS = 7
+RUNS = 11
 GOAL_RATIO = 1.5
 GOAL_CATALOG_MS = 20.0
 PROBE = """

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,17 +20,9 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import process_partial_response
 from botocore.stub import Stubber
 
-from inferops import async_results
-from inferops.async_results import (
-    MAX_MESSAGE_BYTES,
-    AsyncResultsProcessor,
-    Ignored,
-    classify,
-    endpoint_stats,
-    parse_message,
-    percentile,
-    shard_results,
-)
+from inferops import async_ingest
+from inferops.async_ingest import MAX_MESSAGE_BYTES, AsyncResultsProcessor, Ignored, parse_message
+from inferops.async_results import classify, endpoint_stats, percentile, shard_results
 from inferops.errors import InvalidInput, NotFound
 from inferops.storage import (
     AsyncResultRecord,
@@ -224,7 +217,7 @@ def test_oversized_messages_are_refused_before_parsing() -> None:
         parse_message(json.dumps(enveloped))
     assert raised.value.field == "envelope.Message"
     with pytest.raises(InvalidInput) as raised:
-        parse_message("x" * (async_results.MAX_BODY_BYTES + 1))
+        parse_message("x" * (async_ingest.MAX_BODY_BYTES + 1))
     assert "1048576" in raised.value.message
 
 
@@ -241,7 +234,7 @@ def test_long_failure_reasons_are_cut_for_storage_but_classified_whole() -> None
     reason = "x" * 5000 + " CUDA out of memory"
     result = parse_message(json.dumps(failure_of("long", reason)))
     assert isinstance(result, AsyncResultRecord) and result.failure_reason is not None
-    assert len(result.failure_reason) <= async_results.MAX_REASON_LENGTH and result.failure_reason.endswith("[cut]")
+    assert len(result.failure_reason) <= async_ingest.MAX_REASON_LENGTH and result.failure_reason.endswith("[cut]")
     assert result.classification is not None and result.classification["category"] == "out_of_memory"
 
 
@@ -545,12 +538,12 @@ def test_writes_go_25_items_a_call(repo: Repository) -> None:
 
 # ---------------------------------------------------------------------- stats
 def test_percentiles_interpolate_within_buckets() -> None:
-    assert percentile(async_results.Counter({"10": 10}), 0.5, 6.0, 9.0) == 7.5  # within [5, 10], kept in [6, 9]
-    mixed = async_results.Counter({"1": 50, "60": 40, "inf": 10})
+    assert percentile(Counter({"10": 10}), 0.5, 6.0, 9.0) == 7.5  # within [5, 10], kept in [6, 9]
+    mixed = Counter({"1": 50, "60": 40, "inf": 10})
     assert percentile(mixed, 0.5, 0.2, 40000.0) == 1.0
     assert percentile(mixed, 0.9, 0.2, 40000.0) == 60.0
     assert 28800 < (percentile(mixed, 0.99, 0.2, 40000.0) or 0) <= 40000
-    assert percentile(async_results.Counter(), 0.5, None, None) is None
+    assert percentile(Counter(), 0.5, None, None) is None
 
 
 def test_stats_window_and_validation(repo: Repository) -> None:

@@ -12,7 +12,7 @@ import pytest
 from api_kit import api_request
 from aws_lambda_powertools.utilities.batch import process_partial_response
 
-from inferops.async_results import AsyncResultsProcessor
+from inferops.async_ingest import AsyncResultsProcessor
 from inferops.storage import Repository
 from twin.lambdas import load_function
 
