@@ -79,15 +79,19 @@ class Cli:
         """One API call; an error reply or no reply ends the command with its exit code and the user's message."""
         try:
             return self.api.call(method, path, **kwargs)
-        except ApiError as error:
-            code = ExitCode.FAILED if error.status >= 500 else ExitCode.REFUSED
-            if self.json:
-                self.print_json({"error": {**error.body, "status": error.status, "message": error.message}})
-                raise typer.Exit(code) from None
-            self.err.print(render.error_panel(error.message, render.violations(error.body)))
-            raise typer.Exit(code) from None
-        except Unreachable as error:
+        except (ApiError, Unreachable) as error:
+            self.exit_on(error)
+
+    def exit_on(self, error: ApiError | Unreachable) -> NoReturn:
+        """End the command on a failed call: the user's message, and the exit code its kind maps to."""
+        if isinstance(error, Unreachable):
             self.fail(str(error), ExitCode.UNREACHABLE)
+        code = ExitCode.FAILED if error.status >= 500 else ExitCode.REFUSED
+        if self.json:
+            self.print_json({"error": {**error.body, "status": error.status, "message": error.message}})
+            raise typer.Exit(code) from None
+        self.err.print(render.error_panel(error.message, render.violations(error.body)))
+        raise typer.Exit(code) from None
 
     def fail(self, message: str, code: ExitCode) -> NoReturn:
         if self.json:
@@ -397,19 +401,37 @@ def watch(
         cli.fail(str(error), ExitCode.UNREACHABLE)
 
 
+WATCH_RETRIES = 5
+"""Consecutive failed polls `watch` rides out (a 5xx or 429 from API Gateway or the function, no answer), each
+after a longer pause (up to WATCH_MAX_PAUSE): the operation goes on whether anyone watches it or not."""
+WATCH_MAX_PAUSE = 30.0
+
+
+def _poll(cli: Cli, path: str, interval: float) -> Any:
+    """The record after `interval`; a transient failure is retried, anything else ends the command as `call` does."""
+    failures = 0
+    while True:
+        time.sleep(min(interval * 2**failures, max(interval, WATCH_MAX_PAUSE)))
+        try:
+            return cli.api.call("GET", path)
+        except (ApiError, Unreachable) as error:
+            failures += 1
+            transient = isinstance(error, Unreachable) or error.status >= 500 or error.status == 429
+            if not transient or failures > WATCH_RETRIES:
+                cli.exit_on(error)
+
+
 def _follow(cli: Cli, path: str, view: Callable[[Any], RenderableType], interval: float) -> NoReturn:
     """Poll the record until it reaches a terminal status, redrawing in place; exit with its outcome."""
     record = cli.call("GET", path)
     if cli.json:
         while str(record.get("status")) not in render.TERMINAL:
-            time.sleep(interval)
-            record = cli.call("GET", path)
+            record = _poll(cli, path, interval)
         cli.print_json(record)
         raise typer.Exit(outcome_code(record.get("status")))
     with Live(view(record), console=cli.out, refresh_per_second=4, transient=False) as live:
         while str(record.get("status")) not in render.TERMINAL:
-            time.sleep(interval)
-            record = cli.call("GET", path)
+            record = _poll(cli, path, interval)
             live.update(view(record))
     if not cli.out.is_terminal:
         cli.out.line()  # Live ends its last frame without a newline when it is not drawing on a terminal

@@ -52,6 +52,7 @@ class FakeApi:
 
     url: str = ""
     replies: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
+    queued: dict[tuple[str, str], list[tuple[int, Any]]] = field(default_factory=dict)  # answered first, in order
     seen: list[Seen] = field(default_factory=list)
 
 
@@ -89,9 +90,9 @@ def fake() -> Iterator[FakeApi]:
                 return
             decoded = json.loads(body) if body else None
             state.seen.append(Seen(self.command, parts.path, parse_qs(parts.query), decoded, ok, service))
-            status, reply = state.replies.get(
-                (self.command, parts.path.removeprefix("/v1")), (404, {"message": "nope"})
-            )
+            key = (self.command, parts.path.removeprefix("/v1"))
+            queue = state.queued.get(key)
+            status, reply = queue.pop(0) if queue else state.replies.get(key, (404, {"message": "nope"}))
             self._send(status if ok else 403, json.dumps(reply if ok else {"message": "bad signature"}).encode())
 
         def _send(self, status: int, data: bytes, kind: str = "application/json") -> None:
@@ -196,6 +197,24 @@ def test_exit_codes_follow_the_outcome(fake: FakeApi) -> None:
     assert busy.exit_code == ExitCode.REFUSED and "nothing waits for approval" in busy.stderr
     assert broken.exit_code == ExitCode.FAILED
     assert json.loads(broken.stdout) == {"error": {"message": "AWS refused: ThrottlingException", "status": 502}}
+
+
+def test_watch_rides_out_transient_failures_but_not_refusals(fake: FakeApi) -> None:
+    running = (200, {"id": "op-1", "status": "IN_PROGRESS", "endpoint": "chat", "timeline": []})
+    throttled, broken = (429, {"message": "Too Many Requests"}), (502, {"message": "Internal server error"})
+    fake.queued[("GET", "/deployments/op-1")] = [running, running, broken, throttled, broken, running]
+    fake.replies[("GET", "/deployments/op-1")] = (200, {"id": "op-1", "status": "SUCCEEDED", "timeline": []})
+    fake.queued[("GET", "/deployments/op-2")] = [running, running, (403, {"message": "not allowed"})]
+    fake.replies[("GET", "/deployments/op-2")] = running
+
+    survived = run("--api-url", fake.url, "--json", "watch", "op-1", "--interval", "0.05")
+    refused = run("--api-url", fake.url, "--json", "watch", "op-2", "--interval", "0.05")
+
+    assert survived.exit_code == ExitCode.OK, survived.stdout
+    assert json.loads(survived.stdout)["status"] == "SUCCEEDED"
+    assert sum(1 for s in fake.seen if s.path.endswith("/op-1")) == 7  # probe, first read, 5 polls (3 failed)
+    assert refused.exit_code == ExitCode.REFUSED
+    assert "not allowed" in json.loads(refused.stdout)["error"]["message"]  # expired credentials: no retry
 
 
 def test_bad_options_send_nothing(fake: FakeApi) -> None:
