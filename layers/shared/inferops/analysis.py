@@ -419,24 +419,21 @@ def evaluate_shadow(
     production: str,
     shadow: str,
     config: str,
-    start: datetime,
-    end: datetime,
+    windows: Sequence[tuple[datetime, datetime]],
     utilisation: bool,
-) -> Verdict:
-    """Judge a shadow variant against the production variant it mirrors over [start, end)."""
-    return judge(
-        collect_shadow(
-            cloudwatch,
-            spec,
-            endpoint=endpoint,
-            production=production,
-            shadow=shadow,
-            config=config,
-            start=start,
-            end=end,
-            utilisation=utilisation,
-        )
+) -> list[Verdict]:
+    """Judge a shadow variant against the production variant it mirrors over each window [start, end)."""
+    collected = collect_shadow(
+        cloudwatch,
+        spec,
+        endpoint=endpoint,
+        production=production,
+        shadow=shadow,
+        config=config,
+        windows=windows,
+        utilisation=utilisation,
     )
+    return [judge(metrics) for metrics in collected]
 
 
 def collect_shadow(
@@ -447,17 +444,20 @@ def collect_shadow(
     production: str,
     shadow: str,
     config: str,
-    start: datetime,
-    end: datetime,
+    windows: Sequence[tuple[datetime, datetime]],
     utilisation: bool,
-) -> list[Metric]:
-    """Production (baseline) and shadow (canary) series of one endpoint, in one GetMetricData request.
+) -> list[list[Metric]]:
+    """Production (baseline) and shadow (canary) series of one endpoint, per window, from one GetMetricData request
+    over all the windows (its pages): a datapoint belongs to a window when it lies in [start, end), the start
+    rounded down to the period as CloudWatch rounds a request's StartTime.
 
     What `collect` compares, plus InvocationModelErrors (critical, like the 5XX rate: a model that errors is not
     promoted) and, with `utilisation` (the shadow sees the production load, i.e. 100 % sampling), the
     instance utilisation metrics SageMaker publishes for the variants (CPU and memory; GPU and GPU memory on
     accelerated instances): each is judged only where both variants have datapoints, and never critically.
     """
+    if not windows:
+        return []
     period = spec.interval_seconds
     queries: list[MetricDataQueryTypeDef] = []
     for side, variant_name in (("baseline", production), ("canary", shadow)):
@@ -476,7 +476,22 @@ def collect_shadow(
             queries.append(
                 _query(f"custom{index}_{side}", custom.namespace, custom.metric_name, custom.stat, filled, period)
             )
-    series = _get_metric_data(cloudwatch, queries, start, end)
+    everything = _get_metric_data(
+        cloudwatch, queries, min(start for start, _ in windows), max(end for _, end in windows)
+    )
+    collected = []
+    for start, end in windows:
+        since = start.timestamp() // period * period
+        series = {
+            query_id: {t: v for t, v in points.items() if since <= t.timestamp() < end.timestamp()}
+            for query_id, points in everything.items()
+        }
+        collected.append(_shadow_metrics(spec, series, utilisation=utilisation))
+    return collected
+
+
+def _shadow_metrics(spec: Analysis, series: dict[str, dict[datetime, float]], *, utilisation: bool) -> list[Metric]:
+    """One window's series as the judge's metrics."""
 
     def values(key: str, side: str) -> list[float]:
         return list(series[f"{key}_{side}"].values())
