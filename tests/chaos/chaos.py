@@ -23,6 +23,8 @@ Invariants (`Run.violations` names each broken one):
 - the endpoint always serves a known config (sampled every poll: the original or one the operation created,
   never Failed; a parked classic endpoint serves none), and at the end the one the outcome says;
 - the endpoint's lock is released;
+- shadow test: each verdict (per interval, judged by the scheduled judge or the flow's phase end, and per phase)
+  recorded once;
 - async results: every accepted request's result is indexed and counted exactly once, none dead-lettered;
 - delivery: one delivery per approval (its event up to x3 on the bus), its stages all succeed or stop at the
   failed one, each endpoint serving what its stage says.
@@ -490,7 +492,13 @@ def _production_models(run: Run) -> str:
 
 @scenario(
     "shadow-test",
-    functions=("ShadowStepsFunction", "EndpointEventsFunction", "AlarmEventsFunction", "ApiFunction"),
+    functions=(
+        "ShadowStepsFunction",
+        "ShadowJudgeFunction",
+        "EndpointEventsFunction",
+        "AlarmEventsFunction",
+        "ApiFunction",
+    ),
     mutating=("CreateInferenceExperiment", "UpdateInferenceExperiment", "StopInferenceExperiment", "CreateModel"),
     limit_seconds=8 * 3600,
 )
@@ -521,6 +529,13 @@ def shadow_test(run: Run) -> None:
     run.check(served == expected, "serves what the outcome says", f"{record['status']} but {served}")
     experiments = run.calls.effective("StopInferenceExperiment")
     run.check(len(experiments) <= 1, "one promotion or discard", f"{len(experiments)} StopInferenceExperiment")
+    judged = [
+        (e.data["scope"], e.data["phase"], e.data["interval"])
+        for e in run.repo().timeline(operation)
+        if e.kind == "verdict"
+    ]
+    twice = sorted({v for v in judged if judged.count(v) > 1})
+    run.check(not twice, "each verdict recorded once", f"recorded twice: {twice}")
 
 
 ASYNC_ENDPOINT = "doc-ocr-async"

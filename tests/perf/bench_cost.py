@@ -9,7 +9,9 @@ duration it prints Step Functions state transitions (the `*StateEntered` events 
 AWS API calls made by InferOps' functions (every service, counted at botocore's client entry point:
 `twin.calls.ApiCalls`; Step Functions' own service integrations are not Lambda calls and are left out), and the
 Step Functions cost of one operation at $25 per million transitions (Standard workflows, us-east-1 list price;
-the free tier ignored). Durations beyond a flow's limits are skipped and said so: a native bake is at most
+the free tier ignored). Invocations and calls are the operation's own: the functions on a timer run for the whole
+fleet (`NOT_THE_FLOW`); the shadow row says under it what the scheduled shadow judge did meanwhile, and how many
+of its calls judged that test. Durations beyond a flow's limits are skipped and said so: a native bake is at most
 3600 s (SageMaker's WaitIntervalInSeconds), a shadow test at least 1 hour; the idle and freeze rows start at 1 hour.
 """
 

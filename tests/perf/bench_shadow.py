@@ -2,21 +2,23 @@
 
 Not a pytest test (pytest collects test_*.py only). Run: .venv/bin/python tests/perf/bench_shadow.py
 (`--quick`: 1 day only; `--week`: add a 7-day test). It prints figures and PASS/MISS against the goals; it
-asserts nothing. The 30-day test plays a month of traffic and ~600 wakes: a few minutes of wall time.
+asserts nothing. The 30-day test plays a month of traffic and ~2,900 interval verdicts: minutes of wall time.
 
 Shadow tests of 1 and 30 days (and 7 with `--week`), judged every 15 minutes, sampling 10 -> 50 -> 100 %,
 promoted at the end, on the twin with real traffic (the CloudWatch model mirrors production's requests to the
 shadow variant):
 - history events (`get_execution_history`, all of them; Step Functions caps an execution at 25,000) and state
   transitions (the `*StateEntered` events, what AWS bills); goal < 5,000 events for the 30-day test;
-- wakes (entries of the `Watch`/`Rewatch` task: one per `wake_every` analysis intervals) and verdicts recorded
-  (interval and phase verdicts, in the operation's timeline, not in the execution's history);
-- Lambda invocations by function during the test, virtual duration and wall time.
+- watch tasks (entries of the `Watch` task: one per phase) and verdicts recorded (interval verdicts, by the
+  scheduled judge `ShadowJudgeFunction` or the phase's end, and phase verdicts: in the operation's timeline, not
+  in the execution's history);
+- Lambda invocations by function during the test (the judge's runs are fleet-wide: every run of the schedule
+  counts, whether this test had an interval due or not), virtual duration and wall time.
 
 Twin limitation worked around here: moto answers GetMetricData by scanning every datapoint it holds, so a month
 of one-minute metrics (millions) would make each analysis scan them all. The benchmark drops datapoints older
 than `KEEP_METRICS_HOURS` once a virtual hour (CloudWatch itself keeps them 15 months): an interval verdict reads
-the last wake's minutes only; a phase verdict then covers the phase's last hours instead of all of it.
+the last judge run's minutes only; a phase verdict then covers the phase's last hours instead of all of it.
 """
 
 from __future__ import annotations
@@ -47,7 +49,13 @@ GOAL_EVENTS_30_DAYS = 5_000
 CAP = 25_000
 KEEP_METRICS_HOURS = 6
 INTERVAL_MINUTES = 15
-FUNCTIONS = ("ShadowStepsFunction", "EndpointEventsFunction", "ApiFunction", "AlarmEventsFunction")
+FUNCTIONS = (
+    "ShadowStepsFunction",
+    "ShadowJudgeFunction",
+    "EndpointEventsFunction",
+    "ApiFunction",
+    "AlarmEventsFunction",
+)
 
 
 @dataclass
@@ -58,8 +66,7 @@ class Measured:
     history_events: int
     transitions: int
     states: Counter[str]
-    wakes: int
-    wake_every: int
+    watches: int
     interval_verdicts: int
     phase_verdicts: list[str]
     invocations: Counter[str]
@@ -128,8 +135,7 @@ def run(days: float) -> Measured:
         history_events=len(history),
         transitions=len(entered),
         states=states,
-        wakes=states["Watch"] + states["Rewatch"],
-        wake_every=int((view.get("plan") or {}).get("wake_every", 0)),
+        watches=states["Watch"],
         interval_verdicts=sum(1 for v in verdicts if v["scope"] == "interval"),
         phase_verdicts=[f"{v['sampling']} %: {v['result']}" for v in verdicts if v["scope"] == "phase"],
         invocations=invocations,
@@ -149,11 +155,9 @@ def report(results: list[Measured]) -> None:
         ("history events (all)", [str(m.history_events) for m in results]),
         ("  share of the 25,000-event cap", [f"{100 * m.history_events / CAP:.1f} %" for m in results]),
         ("state transitions (*StateEntered)", [str(m.transitions) for m in results]),
-        ("wakes (Watch + Rewatch entered)", [str(m.wakes) for m in results]),
-        ("analysis intervals per wake", [str(m.wake_every) for m in results]),
+        ("watch tasks (Watch entered)", [str(m.watches) for m in results]),
         ("interval verdicts recorded", [str(m.interval_verdicts) for m in results]),
         ("phase verdicts", [", ".join(m.phase_verdicts) or "-" for m in results]),
-        ("events per wake (incl. fixed cost)", [f"{m.history_events / max(1, m.wakes):.1f}" for m in results]),
     ]
     for fn in FUNCTIONS:
         rows.append((f"Lambda {fn}", [str(m.invocations[fn]) for m in results]))
