@@ -522,6 +522,17 @@ def test_the_judge_ends_a_watch_still_parked_after_its_phase(env: Env) -> None:
     assert [(t, o["phase"]) for t, o in env.sfn.successes] == [("tok-1", "done")]
 
 
+def test_a_phase_made_longer_is_listed_again_at_its_next_interval(env: Env) -> None:
+    running(env, state(env), [(100, NOW, NOW + 900)])
+    env.clock[0] = NOW + 900
+    shadow_judge.run(env.judge, env.clock[0])  # its only interval: listed for the phase's end (plus a grace)
+    longer = [{**env.progress()["phases"][0], "ends_at": NOW + 3600}]
+    env.repo.update_operation_state(OP, PROGRESS, fields={"phases": longer})  # PATCH end_time
+    env.clock[0] = NOW + 900 + shadow_judge.PHASE_END_GRACE_SECONDS
+    assert [d.action for d in shadow_judge.run(env.judge, env.clock[0]).decisions] == ["waiting"]
+    assert env.due(env.clock[0]) == [] and env.due(NOW + 1800) == [OP] and env.sfn.successes == []
+
+
 def test_a_test_that_ended_is_not_judged(env: Env) -> None:
     the_state = running(env, state(env), [(100, NOW, NOW + 4 * 900)])
     done = the_state.model_copy(update={"outcome": shadow.Outcome(status=S.ABORTED, reason="discarded")})

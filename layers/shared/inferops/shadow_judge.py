@@ -397,9 +397,12 @@ def judge_test(
             repo, clients.stepfunctions, subject.endpoint, operation_id, error="AnalysisFailed", cause=judged.failed
         )
         return _unlist(repo, operation_id, "failed", recorded=judged.recorded, watch=watch, why=judged.failed)
-    if judged.recorded or judged.left or not _phase_over(progress, now):
-        action: Literal["judged", "waiting"] = "judged" if judged.recorded else "waiting"
-        return Decision(operation_id=operation_id, action=action, recorded=judged.recorded)
+    if judged.recorded or judged.left:
+        return Decision(operation_id=operation_id, action="judged", recorded=judged.recorded)
+    if not _phase_over(progress, now):  # listed too early (its phase got longer): list it at its next interval
+        marks = {"current": progress.get("current"), "judged": progress.get("judged")}
+        repo.commit_operation_state(operation_id, PROGRESS, expect=marks, due=next_due(progress), indexed=True)
+        return Decision(operation_id=operation_id, action="waiting")
     fresh = repo.get_operation_state(operation_id, PROGRESS)  # the listing may be stale: what did the flow do?
     if fresh is None or fresh.get("current") != progress.get("current") or not _phase_over(fresh, now):
         return Decision(operation_id=operation_id, action="waiting")
