@@ -158,7 +158,8 @@ class WaitPurpose(StrEnum):
     BAKE = "bake"
     APPROVAL = "approval"
     SHADOW_WATCH = "shadow-watch"
-    """A shadow test between two analyses: the heartbeat ends the wait, a guard alarm or an operator fails it."""
+    """A shadow test watching a phase: the heartbeat (the phase's end) ends the wait; a failing verdict (the scheduled
+    judge), a guard alarm or an operator fails it."""
     DELIVERY_STAGE = "delivery-stage"
     """A delivery waits for its stage's deployment or shadow test on this endpoint to end (its Finished event)."""
     DELIVERY_HOLD = "delivery-hold"
