@@ -125,23 +125,23 @@ class Env:
         self.verdicts: list[analysis.Result] = []
 
         self.reads: list[list[tuple[float, float]]] = []
+        self.requests = 0
         self.judge = shadow_judge.Clients(repo=self.repo, cloudwatch=self.cw, stepfunctions=self.sfn)  # type: ignore[arg-type]
 
-    def evaluate(
-        self, cloudwatch: Any, subject: shadow_judge.Subject, spans: list[tuple[float, float]], *, utilisation: bool
-    ) -> list[analysis.Verdict]:
-        """One GetMetricData request for the spans: a canned verdict each (Pass unless `verdicts` says otherwise)."""
-        self.reads.append(spans)
-        results = [self.verdicts.pop(0) if self.verdicts else analysis.Result.PASS for _ in spans]
-        return [
-            analysis.Verdict(
-                result=result,
-                score=100.0 if result is analysis.Result.PASS else 40.0,
-                reason=f"canned {result.value}",
-                metrics=[],
-            )
-            for result in results
-        ]
+    def evaluate(self, cloudwatch: Any, reads: list[analysis.ShadowRead]) -> list[list[analysis.Verdict]]:
+        """One GetMetricData request for the reads: a canned verdict per window (Pass unless `verdicts` says)."""
+        self.requests += 1
+        out = []
+        for read in reads:
+            self.reads.append([(start.timestamp(), end.timestamp()) for start, end in read.windows])
+            results = [self.verdicts.pop(0) if self.verdicts else analysis.Result.PASS for _ in read.windows]
+            out.append([self.canned(result) for result in results])
+        return out
+
+    @staticmethod
+    def canned(result: analysis.Result) -> analysis.Verdict:
+        score = 100.0 if result is analysis.Result.PASS else 40.0
+        return analysis.Verdict(result=result, score=score, reason=f"canned {result.value}", metrics=[])
 
     def progress(self) -> dict[str, Any]:
         return self.repo.get_operation_state(OP, PROGRESS) or {}
@@ -418,12 +418,25 @@ def test_the_judge_judges_each_ended_interval_once_on_its_own_window(env: Env) -
     assert env.sfn.successes == env.sfn.failures == []  # passing verdicts leave the flow parked
 
 
+def test_one_request_reads_the_due_intervals_of_several_tests(env: Env) -> None:
+    running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    other = "op-20260105090000-ffff0000"
+    env.repo.create_operation(shadow.KIND, "other-endpoint", {}, other)
+    progress = {**env.progress(), "subject": {**env.progress()["subject"], "endpoint": "other-endpoint"}}
+    env.repo.put_operation_state(other, PROGRESS, progress)
+    env.repo.commit_operation_state(other, PROGRESS, expect={}, due=shadow_judge.next_due(progress))
+    env.clock[0] = NOW + 900
+    done = shadow_judge.run(env.judge, env.clock[0])
+    assert sorted((d.operation_id, d.recorded) for d in done.decisions) == [(OP, 1), (other, 1)]
+    assert env.requests == 1 and len(env.reads) == 2  # both tests' windows in one GetMetricData request
+
+
 def test_concurrent_runs_record_each_interval_once(env: Env) -> None:
     running(env, state(env), [(100, NOW, NOW + 4 * 900)])
     env.clock[0] = NOW + 900
     [(operation, listed)] = env.repo.due_operation_states(PROGRESS, env.clock[0])  # both runs read the same list
-    first = shadow_judge.judge_test(operation, listed, env.judge, env.clock[0], set())
-    second = shadow_judge.judge_test(operation, listed, env.judge, env.clock[0], set())
+    [first], _ = shadow_judge.judge_tests([(operation, listed)], env.judge, env.clock[0], set())
+    [second], _ = shadow_judge.judge_tests([(operation, listed)], env.judge, env.clock[0], set())
     assert (first.action, second.action) == ("judged", "raced")
     assert env.verdicts_recorded() == [("interval", 0, "Pass")]
 
@@ -469,7 +482,7 @@ def test_an_error_rate_above_its_ceiling_stops_the_test_at_once(env: Env, monkey
         name="Invocation5XXErrors", outcome=analysis.Outcome.FAIL, reason="30 %", canary=0.3, critical=True
     )
     failing = analysis.Verdict(result=analysis.Result.FAIL, score=0.0, reason="5xx", metrics=[errors])
-    monkeypatch.setattr(shadow_judge, "evaluate", lambda *a, **k: [failing])
+    monkeypatch.setattr(shadow_judge, "evaluate", lambda *a, **k: [[failing]])
     env.clock[0] = NOW + 900
     shadow_judge.run(env.judge, env.clock[0])
     assert [(t, e) for t, e, _ in env.sfn.failures] == [("tok-1", "AnalysisFailed")]

@@ -126,17 +126,34 @@ def _put(cw: Any, variant: str, minutes: int, *, latency: float, errors: float, 
 
 
 def _verdict(cw: Any, *, utilisation: bool) -> analysis.Verdict:
-    [verdict] = analysis.evaluate_shadow(
-        cw,
-        Analysis(min_requests=100),
+    [[verdict]] = analysis.evaluate_shadows(cw, [_read([(START, START + timedelta(minutes=10))], utilisation)])
+    return verdict
+
+
+def _read(windows: list[tuple[datetime, datetime]], utilisation: bool, shadow: str = "AllTraffic-shadow") -> Any:
+    return analysis.ShadowRead(
+        spec=Analysis(min_requests=100, min_samples=3),
         endpoint="scorer",
         production="AllTraffic",
-        shadow="AllTraffic-shadow",
+        shadow=shadow,
         config="cfg",
-        windows=[(START, START + timedelta(minutes=10))],
+        windows=windows,
         utilisation=utilisation,
     )
-    return verdict
+
+
+def test_one_request_judges_each_window_of_each_read_on_its_own_datapoints() -> None:
+    halves = [(START, START + timedelta(minutes=5)), (START + timedelta(minutes=5), START + timedelta(minutes=10))]
+    with mock_aws():
+        cw = boto3.client("cloudwatch", region_name="us-east-1")
+        _put(cw, "AllTraffic", 10, latency=20_000, errors=0)
+        _put(cw, "AllTraffic-shadow", 10, latency=20_000, errors=0)
+        _put(cw, "AllTraffic-broken", 10, latency=20_000, errors=0, model_errors=20)
+        together = analysis.collect_shadows(cw, [_read(halves, False), _read(halves, False, "AllTraffic-broken")])
+        alone = [analysis.collect_shadows(cw, [_read([half], False)])[0][0] for half in halves]
+    assert together[0] == alone  # the same datapoints per window as a request of its own
+    [errors] = [m for m in together[1][0] if m.name == "InvocationModelErrors"]
+    assert isinstance(errors, analysis.RateMetric) and (errors.canary_events, errors.canary_trials) == (100, 1000)
 
 
 def test_a_healthy_shadow_passes_and_utilisation_is_judged_where_present() -> None:

@@ -1277,9 +1277,8 @@ def _phase_verdict(
     start, end = float(phase["starts_at"]), min(now, float(phase["ends_at"]))
     subject = Subject.model_validate(progress["subject"])
     with aws("reading the variants' metrics"):
-        [verdict] = shadow_judge.evaluate(
-            services.cloudwatch, subject, [(start, end)], utilisation=percent == MAX_SAMPLING
-        )
+        read = shadow_judge.read_of(subject, [(start, end)], utilisation=percent == MAX_SAMPLING)
+        [[verdict]] = shadow_judge.evaluate(services.cloudwatch, [read])
     summary, note = shadow_judge.verdict_note(verdict, "phase", index, percent, start, end)
     if not services.repo.commit_operation_state(
         state.operation_id,

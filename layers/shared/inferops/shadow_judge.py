@@ -64,6 +64,10 @@ COMMIT_INTERVALS = 40
 """Interval verdicts per commit (TransactWriteItems takes 100 actions)."""
 RUN_INTERVALS = 96
 """Most intervals of one test a run judges (a day of 15-minute intervals); the rest is left to the next run."""
+READS_PER_REQUEST = 25
+"""Tests judged from one GetMetricData request (10 to 20 queries each; a request takes 500)."""
+BATCH_SPAN_SECONDS = 4 * 3600
+"""Tests share a request when their windows lie within this span (a request returns 100,800 datapoints a page)."""
 
 
 # ------------------------------------------------------------------------------------------------ the subject
@@ -117,10 +121,8 @@ def next_due(progress: dict[str, Any]) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ judging
-def evaluate(
-    cloudwatch: CloudWatchClient, subject: Subject, spans: list[tuple[float, float]], *, utilisation: bool
-) -> list[analysis.Verdict]:
-    """Judge [start, end) spans in one GetMetricData request: one datapoint a minute (`analysis.interval_seconds`),
+def read_of(subject: Subject, spans: list[tuple[float, float]], *, utilisation: bool) -> analysis.ShadowRead:
+    """What to read to judge `subject` over [start, end) spans: one datapoint a minute (`analysis.interval_seconds`),
     coarser over a long span so that a series has at most `MAX_POINTS` datapoints (a 10-day phase is judged on
     hourly datapoints)."""
     spec = subject.analysis
@@ -128,17 +130,21 @@ def evaluate(
     coarse = math.ceil(longest / MAX_POINTS / 60) * 60
     if coarse > spec.interval_seconds:
         spec = spec.model_copy(update={"interval_seconds": min(3600, coarse)})
+    return analysis.ShadowRead(
+        spec=spec,
+        endpoint=subject.endpoint,
+        production=subject.production,
+        shadow=subject.shadow,
+        config=subject.config,
+        windows=[(_dt(start), _dt(end)) for start, end in spans],
+        utilisation=utilisation,
+    )
+
+
+def evaluate(cloudwatch: CloudWatchClient, reads: list[analysis.ShadowRead]) -> list[list[analysis.Verdict]]:
+    """A verdict per window of each read, from one GetMetricData request."""
     try:
-        return analysis.evaluate_shadow(
-            cloudwatch,
-            spec,
-            endpoint=subject.endpoint,
-            production=subject.production,
-            shadow=subject.shadow,
-            config=subject.config,
-            windows=[(_dt(start), _dt(end)) for start, end in spans],
-            utilisation=utilisation,
-        )
+        return analysis.evaluate_shadows(cloudwatch, reads)
     except ClientError as error:
         raise InferOpsError(f"reading the variants' metrics: {error}") from error
 
@@ -210,6 +216,29 @@ class Judged(NamedTuple):
     """Someone else moved the markers first: nothing more was written."""
 
 
+class Due(NamedTuple):
+    """A test's intervals to judge now, and what to read for them."""
+
+    windows: list[tuple[int, float, float]]
+    left: int
+    """Due intervals left for later (the budget)."""
+    read: analysis.ShadowRead
+
+
+def due_now(progress: dict[str, Any], now: float, budget: int = RUN_INTERVALS) -> Due | None:
+    """The current phase's intervals that ended and are not judged yet (at most `budget`); None when there are none
+    or the test already failed."""
+    due = [] if progress.get("failed") else pending(progress, now)
+    if not due:
+        return None
+    phase = progress["phases"][int(progress.get("current") or 0)]
+    percent = current_sampling(progress) or int(phase["sampling_percent"])
+    subject = Subject.model_validate(progress["subject"])
+    taken = due[:budget]
+    read = read_of(subject, [(s, e) for _, s, e in taken], utilisation=percent == MAX_SAMPLING)
+    return Due(taken, len(due) - len(taken), read)
+
+
 def judge_pending(
     operation_id: str,
     progress: dict[str, Any],
@@ -220,8 +249,28 @@ def judge_pending(
     listed: bool,
     budget: int = RUN_INTERVALS,
 ) -> Judged:
-    """Judge the current phase's intervals that ended and are not judged yet, each on its own window, and record
-    each verdict once (see the module docstring).
+    """Judge the current phase's intervals that ended and are not judged yet, and record them (`record`)."""
+    if progress.get("failed"):
+        return Judged(0, str(progress["failed"]), 0)
+    due = due_now(progress, now, budget)
+    if due is None:
+        return Judged(0, None, 0)
+    [verdicts] = evaluate(cloudwatch, [due.read])
+    return record(operation_id, progress, due, verdicts, repo, now, listed=listed)
+
+
+def record(
+    operation_id: str,
+    progress: dict[str, Any],
+    due: Due,
+    verdicts: list[analysis.Verdict],
+    repo: Repository,
+    now: float,
+    *,
+    listed: bool,
+) -> Judged:
+    """Record the interval verdicts of `due`, each once (see the module docstring); why the test must stop, if it
+    must.
 
     A month of 15-minute intervals is thousands of looks at the same data stream: at the judge's 5 % level some
     would fail a healthy shadow by chance (the 30-day benchmark saw one in ~1,000). So a Fail stops the test when
@@ -231,27 +280,22 @@ def judge_pending(
     `listed`: the scheduled judge, which writes only while the test is on the due list and moves it to its next
     interval; the flow's PhaseEnd takes it off the list first.
     """
-    if progress.get("failed"):
-        return Judged(0, str(progress["failed"]), 0)
-    due = pending(progress, now)
-    if not due:
-        return Judged(0, None, 0)
     subject = Subject.model_validate(progress["subject"])
     current = int(progress.get("current") or 0)
     phase = progress["phases"][current]
     percent = current_sampling(progress) or int(phase["sampling_percent"])
-    taken = due[:budget]
-    verdicts = evaluate(cloudwatch, subject, [(s, e) for _, s, e in taken], utilisation=percent == MAX_SAMPLING)
     judged, streak = int(progress.get("judged") or 0), int(progress.get("failing") or 0)
     recorded = 0
-    for offset in range(0, len(taken), COMMIT_INTERVALS):
+    for offset in range(0, len(due.windows), COMMIT_INTERVALS):
         expect = {"current": current, "judged": judged, "failing": streak, "failed": None}
         notes: list[TimelineNote] = []
         results: list[str] = []
         failed: str | None = None
         last: dict[str, Any] = {}
         for (index, start, end), verdict in zip(
-            taken[offset : offset + COMMIT_INTERVALS], verdicts[offset : offset + COMMIT_INTERVALS], strict=True
+            due.windows[offset : offset + COMMIT_INTERVALS],
+            verdicts[offset : offset + COMMIT_INTERVALS],
+            strict=True,
         ):
             last, note = verdict_note(verdict, "interval", current, percent, start, end, index)
             notes.append(note)
@@ -280,7 +324,7 @@ def judge_pending(
             metrics.verdict(KIND, result)
         if failed:
             return Judged(recorded, failed, 0)
-    return Judged(recorded, None, len(due) - len(taken))
+    return Judged(recorded, None, due.left)
 
 
 # ------------------------------------------------------------------------------------------------ the flow's wait
@@ -355,30 +399,85 @@ class Run(BaseModel):
 
 def run(clients: Clients, now: float) -> Run:
     """Judge every shadow test with an interval due; one test's failure does not stop the others."""
-    due = clients.repo.due_operation_states(PROGRESS, now)
-    alarms = [name for _, progress in due for name in (progress.get("subject") or {}).get("alarms", [])]
+    listed = clients.repo.due_operation_states(PROGRESS, now)
+    alarms = [name for _, progress in listed for name in (progress.get("subject") or {}).get("alarms", [])]
     failures: dict[str, str] = {}
     try:
         tripped = set(alarms_in_alarm(clients.cloudwatch, alarms))
     except ClientError as error:  # the alarms' events are the first line; their check waits for the next run
         tripped = set()
         failures["guard alarms"] = str(error)
+    decisions, missed = judge_tests(listed, clients, now, tripped)
+    return Run(decisions=decisions, failures={**failures, **missed})
+
+
+def judge_tests(
+    listed: list[tuple[str, dict[str, Any]]], clients: Clients, now: float, tripped: set[str]
+) -> tuple[list[Decision], dict[str, str]]:
+    """The due tests: their guard alarms, their due intervals (several tests' from one GetMetricData request),
+    then what each flow's parked watch must learn. The decisions, and the tests that failed (by id)."""
     decisions: list[Decision] = []
-    for operation_id, progress in due:
+    failures: dict[str, str] = {}
+    reads: dict[str, Due] = {}
+    progress_of = dict(listed)
+    for operation_id, progress in listed:
         try:
-            decisions.append(judge_test(operation_id, progress, clients, now, tripped))
+            due = due_now(progress, now)
+            if due is not None and not _tripped(progress, tripped):
+                reads[operation_id] = due
+            else:
+                decisions.append(_without_verdicts(operation_id, progress, clients, now, tripped))
         except (ClientError, InferOpsError) as error:
             failures[operation_id] = str(error)
-    return Run(decisions=decisions, failures=failures)
+    for batch in _batches(reads):
+        try:
+            verdicts = evaluate(clients.cloudwatch, [reads[op].read for op in batch])
+        except InferOpsError as error:
+            failures |= dict.fromkeys(batch, str(error))
+            continue
+        for operation_id, judged in zip(batch, verdicts, strict=True):
+            try:
+                decisions.append(
+                    _judged(operation_id, progress_of[operation_id], reads[operation_id], judged, clients, now)
+                )
+            except (ClientError, InferOpsError) as error:
+                failures[operation_id] = str(error)
+    return decisions, failures
 
 
-def judge_test(
+def _tripped(progress: dict[str, Any], tripped: set[str]) -> list[str]:
+    return [name for name in (progress.get("subject") or {}).get("alarms", []) if name in tripped]
+
+
+def _batches(reads: dict[str, Due]) -> list[list[str]]:
+    """Tests whose reads go in one GetMetricData request: up to `READS_PER_REQUEST`, over a span (from the first
+    window's start to the last one's end) of at most `BATCH_SPAN_SECONDS` or the longest single read."""
+
+    def span(due: Due) -> tuple[float, float]:
+        return due.windows[0][1], due.windows[-1][2]
+
+    batches: list[list[str]] = []
+    first = last = 0.0
+    for operation_id in sorted(reads, key=lambda op: span(reads[op])):
+        start, end = span(reads[operation_id])
+        limit = max(BATCH_SPAN_SECONDS, end - start)
+        if batches and len(batches[-1]) < READS_PER_REQUEST and max(last, end) - first <= limit:
+            batches[-1].append(operation_id)
+            last = max(last, end)
+        else:
+            batches.append([operation_id])
+            first, last = start, end
+    return batches
+
+
+def _without_verdicts(
     operation_id: str, progress: dict[str, Any], clients: Clients, now: float, tripped: set[str]
 ) -> Decision:
-    """One due test: its guard alarms, its due intervals, then what the flow's parked watch must learn."""
+    """A listed test with nothing to judge now: a guard alarm, a failure to deliver again, a phase over, or a
+    listing to move (its phase got longer)."""
     repo = clients.repo
     subject = Subject.model_validate(progress["subject"])
-    alarms = [name for name in subject.alarms if name in tripped]
+    alarms = _tripped(progress, tripped)
     if alarms:  # the alarm's event was lost or is late: stop as the alarm-events function would
         reason = f"guard alarm(s) {', '.join(alarms)} in ALARM"
         try:
@@ -389,16 +488,8 @@ def judge_test(
             repo, clients.stepfunctions, subject.endpoint, operation_id, error="AlarmTriggered", cause=reason
         )
         return _unlist(repo, operation_id, "stopped", watch=watch, why=reason)
-    judged = judge_pending(operation_id, progress, clients.cloudwatch, repo, now, listed=True)
-    if judged.raced:
-        return Decision(operation_id=operation_id, action="raced", why="another writer recorded these intervals")
-    if judged.failed:
-        watch = end_watch(
-            repo, clients.stepfunctions, subject.endpoint, operation_id, error="AnalysisFailed", cause=judged.failed
-        )
-        return _unlist(repo, operation_id, "failed", recorded=judged.recorded, watch=watch, why=judged.failed)
-    if judged.recorded or judged.left:
-        return Decision(operation_id=operation_id, action="judged", recorded=judged.recorded)
+    if progress.get("failed"):  # an earlier run recorded it, then could not tell the flow
+        return _fail_watch(operation_id, subject, str(progress["failed"]), 0, clients)
     if not _phase_over(progress, now):  # listed too early (its phase got longer): list it at its next interval
         marks = {"current": progress.get("current"), "judged": progress.get("judged")}
         repo.commit_operation_state(operation_id, PROGRESS, expect=marks, due=next_due(progress), indexed=True)
@@ -408,6 +499,31 @@ def judge_test(
         return Decision(operation_id=operation_id, action="waiting")
     watch = end_watch(repo, clients.stepfunctions, subject.endpoint, operation_id, output={"phase": "done", "at": now})
     return _unlist(repo, operation_id, "phase_over", watch=watch)
+
+
+def _judged(
+    operation_id: str,
+    progress: dict[str, Any],
+    due: Due,
+    verdicts: list[analysis.Verdict],
+    clients: Clients,
+    now: float,
+) -> Decision:
+    """Record a test's verdicts; a confirmed failing one fails the flow's parked watch."""
+    judged = record(operation_id, progress, due, verdicts, clients.repo, now, listed=True)
+    if judged.raced:
+        return Decision(operation_id=operation_id, action="raced", why="another writer recorded these intervals")
+    if judged.failed:
+        subject = Subject.model_validate(progress["subject"])
+        return _fail_watch(operation_id, subject, judged.failed, judged.recorded, clients)
+    return Decision(operation_id=operation_id, action="judged", recorded=judged.recorded)
+
+
+def _fail_watch(operation_id: str, subject: Subject, why: str, recorded: int, clients: Clients) -> Decision:
+    watch = end_watch(
+        clients.repo, clients.stepfunctions, subject.endpoint, operation_id, error="AnalysisFailed", cause=why
+    )
+    return _unlist(clients.repo, operation_id, "failed", recorded=recorded, watch=watch, why=why)
 
 
 def _phase_over(progress: dict[str, Any], now: float) -> bool:
