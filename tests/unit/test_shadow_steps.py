@@ -587,6 +587,17 @@ def test_the_phase_end_stops_on_a_failing_verdict_the_judge_recorded(env: Env) -
     assert out.conclusion.reason.startswith("stopped early: interval verdict Fail")
 
 
+def test_a_phase_end_far_behind_the_judge_catches_up_in_steps(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shadow, "CATCH_UP_INTERVALS", 3)
+    phases = [(10, NOW, NOW + 4 * 900), (100, NOW + 3600, NOW + 7200)]
+    the_state = running(env, state(env, sampling_steps=[10, 100]), phases)
+    env.clock[0] = NOW + 4 * 900  # the judge never ran (its schedule was off)
+    out = shadow.phase_end(the_state, env.services)
+    assert out.next == "phase_end" and [i for _, i, _ in env.verdicts_recorded()] == [0, 1, 2]
+    out = shadow.phase_end(out, env.services)
+    assert out.next == "phase" and [i for _, i, _ in env.verdicts_recorded()] == [0, 1, 2, 3, None]
+
+
 def test_a_phase_made_longer_is_watched_on(env: Env) -> None:
     the_state = running(env, state(env), [(100, NOW, NOW + 7200)])
     env.clock[0] = NOW + 3600  # the heartbeat of the phase's first end; a PATCH moved it an hour later
