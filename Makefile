@@ -104,7 +104,7 @@ bench: venv ## Benchmarks: print figures and ratios
 	$(PY) tests/perf/bench_imports.py
 	$(PY) tests/perf/bench_deployment.py
 	$(PY) tests/perf/bench_async_results.py
-	$(PY) tests/perf/bench_shadow.py
+	$(PY) tests/perf/bench_shadow.py --quick --week --judge-minutes 15
 	$(PY) tests/perf/bench_scaling.py
 	$(PY) tests/perf/bench_delivery.py
 	$(PY) tests/perf/bench_cost.py

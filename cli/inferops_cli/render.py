@@ -154,6 +154,8 @@ def shadow_test(view: Mapping[str, Any], *, timeline_rows: int | None = TIMELINE
     line = Text(f"shadow sampling {sampling if sampling is not None else '-'} %")
     if phase:
         line.append(f"  phase {int(phase.get('index', 0)) + 1} of {phase.get('count', '?')}")
+        if phase.get("intervals_judged") is not None:
+            line.append(f", {phase['intervals_judged']} interval(s) judged")
     if view.get("waiting_for"):
         line.append(f"  waiting for {view['waiting_for']}", style="bold yellow")
     parts.append(line)

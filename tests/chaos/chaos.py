@@ -23,6 +23,8 @@ Invariants (`Run.violations` names each broken one):
 - the endpoint always serves a known config (sampled every poll: the original or one the operation created,
   never Failed; a parked classic endpoint serves none), and at the end the one the outcome says;
 - the endpoint's lock is released;
+- shadow test: each verdict (per interval, judged by the scheduled judge or the flow's phase end, and per phase)
+  recorded once; a candidate with errors (drawn for 30 % of the runs) never promoted;
 - async results: every accepted request's result is indexed and counted exactly once, none dead-lettered;
 - delivery: one delivery per approval (its event up to x3 on the bus), its stages all succeed or stop at the
   failed one, each endpoint serving what its stage says.
@@ -72,6 +74,7 @@ from inferops.delivery_policy import Stage  # noqa: E402
 from inferops.planner import new_config_name  # noqa: E402
 from inferops.storage import Repository  # noqa: E402
 from twin.calls import SageMakerCalls  # noqa: E402
+from twin.cloudwatch_traffic import ModelProfile  # noqa: E402
 from twin.demo import create_ic_endpoint  # noqa: E402
 from twin.faults import EventFaults  # noqa: E402
 from twin.runtime import Twin  # noqa: E402
@@ -478,6 +481,8 @@ def deployment_managed(run: Run) -> None:
 
 
 GUARD = f"{ENDPOINT}-shadow-guard"
+ERRING_SHARE = 0.3
+"""Shadow runs whose candidate answers 30 % 5xx: stopped by a failing interval verdict (or an earlier fault)."""
 
 
 def _production_models(run: Run) -> str:
@@ -490,7 +495,13 @@ def _production_models(run: Run) -> str:
 
 @scenario(
     "shadow-test",
-    functions=("ShadowStepsFunction", "EndpointEventsFunction", "AlarmEventsFunction", "ApiFunction"),
+    functions=(
+        "ShadowStepsFunction",
+        "ShadowJudgeFunction",
+        "EndpointEventsFunction",
+        "AlarmEventsFunction",
+        "ApiFunction",
+    ),
     mutating=("CreateInferenceExperiment", "UpdateInferenceExperiment", "StopInferenceExperiment", "CreateModel"),
     limit_seconds=8 * 3600,
 )
@@ -505,6 +516,9 @@ def shadow_test(run: Run) -> None:
     body = shadow_request(
         sampling_steps=run.rng.choice([[100], [10, 100], [10, 50, 100]]), action=action, guard_alarms=[GUARD]
     )
+    erring = run.rng.random() < ERRING_SHARE  # a candidate with errors: the judge's verdicts must stop it
+    if erring:
+        twin.cloudwatch.set_model_profile(f"{ENDPOINT}-v2", ModelProfile(error_5xx_rate=0.3, model_error_rate=0.1))
     operation = run.post("/shadow-tests", body)
     if run.plan.alarm_at is not None:
         cloudwatch = twin.client("cloudwatch")
@@ -521,6 +535,16 @@ def shadow_test(run: Run) -> None:
     run.check(served == expected, "serves what the outcome says", f"{record['status']} but {served}")
     experiments = run.calls.effective("StopInferenceExperiment")
     run.check(len(experiments) <= 1, "one promotion or discard", f"{len(experiments)} StopInferenceExperiment")
+    run.check(not (erring and promoted), "a candidate with errors is never promoted", str(record.get("result")))
+    if erring:
+        run.reason = f"(candidate with errors) {run.reason}"
+    judged = [
+        (e.data["scope"], e.data["phase"], e.data["interval"])
+        for e in run.repo().timeline(operation)
+        if e.kind == "verdict"
+    ]
+    twice = sorted({v for v in judged if judged.count(v) > 1})
+    run.check(not twice, "each verdict recorded once", f"recorded twice: {twice}")
 
 
 ASYNC_ENDPOINT = "doc-ocr-async"

@@ -151,6 +151,12 @@ def test_a_candidate_with_errors_stops_early() -> None:
     assert "Invocation5XXErrors" in view["result"]["reason"]
     assert [h["percent"] for h in view["sampling_history"]] == [10]  # the ramp never went on
     assert [v["scope"] for v in view["verdicts"]] == ["interval"]  # stopped at the first interval
+    running_at, discard_at = (
+        _epoch(next(e for e in view["timeline"] if e["kind"] == k)["at"]) for k in ("running", "discard")
+    )
+    # by the scheduled judge (every ShadowJudgeMinutes, 5) once the interval's metrics are in, not at the phase's
+    # end 20 minutes in: within the 10-minute interval, a minute of metric lag and a judge period
+    assert discard_at - running_at <= 600 + 60 + 300
     assert experiment["Status"] == "Cancelled"
     assert endpoint == ("InService", ["AllTraffic"], [f"{ENDPOINT}-v1"], [])
 

@@ -9,7 +9,9 @@ duration it prints Step Functions state transitions (the `*StateEntered` events 
 AWS API calls made by InferOps' functions (every service, counted at botocore's client entry point:
 `twin.calls.ApiCalls`; Step Functions' own service integrations are not Lambda calls and are left out), and the
 Step Functions cost of one operation at $25 per million transitions (Standard workflows, us-east-1 list price;
-the free tier ignored). Durations beyond a flow's limits are skipped and said so: a native bake is at most
+the free tier ignored). Invocations and calls are the operation's own: the functions on a timer run for the whole
+fleet (`NOT_THE_FLOW`); the shadow row says under it what the scheduled shadow judge did meanwhile, and how many
+of its calls judged that test. Durations beyond a flow's limits are skipped and said so: a native bake is at most
 3600 s (SageMaker's WaitIntervalInSeconds), a shadow test at least 1 hour; the idle and freeze rows start at 1 hour.
 """
 
@@ -44,7 +46,11 @@ DURATIONS = (600, 3600, 6 * 3600, 24 * 3600)
 GOAL_GROWTH = 1.05
 # A row that counts every invocation in its window leaves out the functions on a timer (template.yaml Schedule
 # events: they run for the whole fleet whatever the operations do) and the API, which the benchmark polls
-NOT_THE_FLOW = frozenset({"ScalingSweepFunction", "DeliveryReconcileFunction", "PriceRefreshFunction", "ApiFunction"})
+NOT_THE_FLOW = frozenset(
+    {"ScalingSweepFunction", "DeliveryReconcileFunction", "PriceRefreshFunction", "ShadowJudgeFunction", "ApiFunction"}
+)
+JUDGE = "ShadowJudgeFunction"
+"""The fleet-wide shadow judge (a schedule): reported beside the shadow row, for the runs that judged its test."""
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Row:
     invocations: int
     api_calls: int
     wall_seconds: float
+    note: str = ""
 
     @property
     def cost(self) -> float:
@@ -103,14 +110,20 @@ def shadow_test(seconds: int) -> Row | None:
     w0 = time.perf_counter()
     with ApiCalls().installed() as api:
         measured = bench_shadow.run(seconds / 86400)
+    flow = [c for c in api.calls if c.function not in NOT_THE_FLOW]
+    judge = [c for c in api.calls if c.function == JUDGE]
+    judging = [c for c in judge if c.operation != "Query"]  # a run with nothing due makes one Query, fleet-wide
     return Row(
         "shadow test, 10/50/100 %, promote",
         seconds,
         measured.status,
         measured.transitions,
-        sum(measured.invocations.values()),
-        len(api.calls),
+        _operation_only(measured.invocations),
+        len(flow),
         time.perf_counter() - w0,
+        note=f"scheduled judge (fleet-wide, not in the row): {measured.invocations[JUDGE]} runs, "
+        f"{len(judge)} AWS calls, of which {len(judging)} judged this test "
+        f"({', '.join(f'{op} {n}' for op, n in Counter(c.operation for c in judging).most_common())})",
     )
 
 
@@ -182,6 +195,8 @@ def report(rows: list[Row], skipped: list[str]) -> None:
             f"  {row.flow:<44} {_duration(row.seconds):>8} {row.outcome:>10} {row.transitions:>11} "
             f"{row.invocations:>11} {row.api_calls:>9} {'$' + format(row.cost, '.6f'):>10} {row.wall_seconds:>6.0f}s"
         )
+        if row.note:
+            print(f"  {'':<44} {row.note}")
     for flow in dict.fromkeys(r.flow for r in rows):
         mine = [r for r in rows if r.flow == flow]
         if len(mine) < 2:

@@ -1,22 +1,27 @@
 """Benchmark: what a shadow test's execution history costs as the test gets longer (the 25,000-event cap).
 
 Not a pytest test (pytest collects test_*.py only). Run: .venv/bin/python tests/perf/bench_shadow.py
-(`--quick`: 1 day only; `--week`: add a 7-day test). It prints figures and PASS/MISS against the goals; it
-asserts nothing. The 30-day test plays a month of traffic and ~600 wakes: a few minutes of wall time.
+(`--quick`: 1 day only; `--week`: add a 7-day test; `--days D`, repeatable: these lengths instead;
+`--judge-minutes N`: the scheduled judge's period, default the template's 5 minutes; the twin plays every run of
+it, 8,640 for a 30-day test, and the flow's figures do not depend on it). It prints figures and PASS/MISS
+against the goals; it asserts nothing. The 30-day test plays a month of traffic and ~2,900 interval verdicts:
+tens of minutes of wall time.
 
 Shadow tests of 1 and 30 days (and 7 with `--week`), judged every 15 minutes, sampling 10 -> 50 -> 100 %,
 promoted at the end, on the twin with real traffic (the CloudWatch model mirrors production's requests to the
 shadow variant):
 - history events (`get_execution_history`, all of them; Step Functions caps an execution at 25,000) and state
   transitions (the `*StateEntered` events, what AWS bills); goal < 5,000 events for the 30-day test;
-- wakes (entries of the `Watch`/`Rewatch` task: one per `wake_every` analysis intervals) and verdicts recorded
-  (interval and phase verdicts, in the operation's timeline, not in the execution's history);
-- Lambda invocations by function during the test, virtual duration and wall time.
+- watch tasks (entries of the `Watch` task: one per phase) and verdicts recorded (interval verdicts, by the
+  scheduled judge `ShadowJudgeFunction` or the phase's end, and phase verdicts: in the operation's timeline, not
+  in the execution's history);
+- Lambda invocations by function during the test (the judge's runs are fleet-wide: every run of the schedule
+  counts, whether this test had an interval due or not), virtual duration and wall time.
 
 Twin limitation worked around here: moto answers GetMetricData by scanning every datapoint it holds, so a month
 of one-minute metrics (millions) would make each analysis scan them all. The benchmark drops datapoints older
 than `KEEP_METRICS_HOURS` once a virtual hour (CloudWatch itself keeps them 15 months): an interval verdict reads
-the last wake's minutes only; a phase verdict then covers the phase's last hours instead of all of it.
+the last judge run's minutes only; a phase verdict then covers the phase's last hours instead of all of it.
 """
 
 from __future__ import annotations
@@ -47,7 +52,13 @@ GOAL_EVENTS_30_DAYS = 5_000
 CAP = 25_000
 KEEP_METRICS_HOURS = 6
 INTERVAL_MINUTES = 15
-FUNCTIONS = ("ShadowStepsFunction", "EndpointEventsFunction", "ApiFunction", "AlarmEventsFunction")
+FUNCTIONS = (
+    "ShadowStepsFunction",
+    "ShadowJudgeFunction",
+    "EndpointEventsFunction",
+    "ApiFunction",
+    "AlarmEventsFunction",
+)
 
 
 @dataclass
@@ -58,8 +69,7 @@ class Measured:
     history_events: int
     transitions: int
     states: Counter[str]
-    wakes: int
-    wake_every: int
+    watches: int
     interval_verdicts: int
     phase_verdicts: list[str]
     invocations: Counter[str]
@@ -83,9 +93,10 @@ def _naive(stamp: Any) -> Any:
     return stamp.replace(tzinfo=None) if getattr(stamp, "tzinfo", None) else stamp
 
 
-def run(days: float) -> Measured:
+def run(days: float, judge_minutes: int | None = None) -> Measured:
     w0 = time.perf_counter()
-    with Twin() as twin:
+    parameters = {"ShadowJudgeMinutes": str(judge_minutes)} if judge_minutes else None
+    with Twin(parameters=parameters) as twin:
         create_endpoint(twin, count=2, rpm=600)
         request = {
             "endpoint_name": ENDPOINT,
@@ -128,8 +139,7 @@ def run(days: float) -> Measured:
         history_events=len(history),
         transitions=len(entered),
         states=states,
-        wakes=states["Watch"] + states["Rewatch"],
-        wake_every=int((view.get("plan") or {}).get("wake_every", 0)),
+        watches=states["Watch"],
         interval_verdicts=sum(1 for v in verdicts if v["scope"] == "interval"),
         phase_verdicts=[f"{v['sampling']} %: {v['result']}" for v in verdicts if v["scope"] == "phase"],
         invocations=invocations,
@@ -149,11 +159,9 @@ def report(results: list[Measured]) -> None:
         ("history events (all)", [str(m.history_events) for m in results]),
         ("  share of the 25,000-event cap", [f"{100 * m.history_events / CAP:.1f} %" for m in results]),
         ("state transitions (*StateEntered)", [str(m.transitions) for m in results]),
-        ("wakes (Watch + Rewatch entered)", [str(m.wakes) for m in results]),
-        ("analysis intervals per wake", [str(m.wake_every) for m in results]),
+        ("watch tasks (Watch entered)", [str(m.watches) for m in results]),
         ("interval verdicts recorded", [str(m.interval_verdicts) for m in results]),
         ("phase verdicts", [", ".join(m.phase_verdicts) or "-" for m in results]),
-        ("events per wake (incl. fixed cost)", [f"{m.history_events / max(1, m.wakes):.1f}" for m in results]),
     ]
     for fn in FUNCTIONS:
         rows.append((f"Lambda {fn}", [str(m.invocations[fn]) for m in results]))
@@ -187,13 +195,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the 1-day test only (skip the 30-day test)")
     parser.add_argument("--week", action="store_true", help="add a 7-day test")
+    parser.add_argument("--days", type=float, action="append", help="these test lengths instead (repeatable)")
+    parser.add_argument(
+        "--judge-minutes", type=int, help="the scheduled judge's period (template ShadowJudgeMinutes; default 5)"
+    )
     parser.add_argument("--logs", action="store_true", help="let the handlers' logs through (stdout)")
     args = parser.parse_args()
     w0 = time.perf_counter()
     sink = sys.stdout if args.logs else open(os.devnull, "w")  # noqa: SIM115
-    days = [1.0, *([7.0] if args.week else []), *([] if args.quick else [30.0])]
+    days = args.days or [1.0, *([7.0] if args.week else []), *([] if args.quick else [30.0])]
     with redirect_stdout(sink), redirect_stderr(sink if not args.logs else sys.stderr):
-        results = [run(d) for d in days]
+        results = [run(d, args.judge_minutes) for d in days]
     report(results)
     print(f"\ntotal wall time {time.perf_counter() - w0:.1f} s")
 

@@ -13,14 +13,13 @@ from inferops import shadow
 from inferops.endpoints import EndpointSnapshot, ModelCheck, VariantSnapshot
 from inferops.shadow import (
     MAX_DURATION_SECONDS,
-    WAKE_BUDGET,
     Facts,
     ShadowTestRequest,
     check,
     schedule_phases,
     shadow_variant_name,
-    storable,
 )
+from inferops.shadow_judge import storable
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC).timestamp()
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExperiments"
@@ -74,7 +73,7 @@ def test_an_eligible_endpoint_gets_a_plan_with_production_defaults() -> None:
     assert (plan.shadow_instance_type, plan.shadow_instance_count) == ("ml.g5.xlarge", 2)  # same as production
     assert plan.experiment_name == "fraud-scorer-shadow-abcd"
     assert [p.sampling_percent for p in plan.phases] == [10, 50, 100]
-    assert (plan.interval_seconds, plan.wake_every, plan.wake_seconds) == (900, 1, 900)
+    assert plan.interval_seconds == 900 and sum(p.intervals for p in plan.phases) == 94
     assert plan.starts_at.timestamp() == NOW + shadow.START_SLACK_SECONDS
     assert (plan.ends_at - plan.starts_at).total_seconds() == 24 * 3600
     assert plan.analysis_ends_at.timestamp() == plan.ends_at.timestamp() - shadow.DECISION_MARGIN_SECONDS
@@ -92,37 +91,33 @@ def test_a_different_shadow_fleet_is_planned_with_a_warning() -> None:
     assert any("differs from production" in w for w in result.warnings)
 
 
-def test_a_month_at_15_minutes_wakes_within_the_budget() -> None:
+def test_a_month_at_15_minutes_judges_every_interval() -> None:
     result = check(request(duration_hours=720), facts(), now=NOW)
     assert result.plan is not None
-    wakes = sum(p.wakes for p in result.plan.phases)
-    assert wakes <= WAKE_BUDGET
-    assert result.plan.wake_every == 5 and result.plan.wake_seconds == 75 * 60
-    assert any("wakes every 5 intervals" in w for w in result.warnings)
+    assert sum(p.intervals for p in result.plan.phases) == 2878  # each judged on its own; the flow waits per phase
+    assert [p.seconds for p in result.plan.phases] == [p.intervals * 900 for p in result.plan.phases]
+    assert not any("interval" in w for w in result.warnings)  # no later early stop for a long test
 
 
 @pytest.mark.parametrize(
     ("seconds", "interval", "steps", "expected"),
     [
-        (3600, 600, [100], (1, [6])),
-        (3600, 600, [10, 50, 100], (1, [2, 2, 2])),
-        (3700, 600, [10, 100], (1, [3, 3])),
-        (7 * 600 + 599, 600, [10, 50, 100], (1, [2, 2, 3])),  # the last phase (the one judged for promotion) is longest
-        (30 * 86400, 900, [10, 50, 100], (5, [192, 192, 192])),
+        (3600, 600, [100], [6]),
+        (3600, 600, [10, 50, 100], [2, 2, 2]),
+        (3700, 600, [10, 100], [3, 3]),
+        (7 * 600 + 599, 600, [10, 50, 100], [2, 2, 3]),  # the last phase (the one judged for promotion) is longest
+        (30 * 86400, 900, [10, 50, 100], [960, 960, 960]),
         (600 * 2, 600, [10, 50, 100], None),  # fewer intervals than phases
     ],
 )
-def test_schedule_phases(
-    seconds: float, interval: int, steps: list[int], expected: tuple[int, list[int]] | None
-) -> None:
-    scheduled = schedule_phases(seconds, interval, steps)
+def test_schedule_phases(seconds: float, interval: int, steps: list[int], expected: list[int] | None) -> None:
+    phases = schedule_phases(seconds, interval, steps)
     if expected is None:
-        assert scheduled is None
+        assert phases is None
         return
-    assert scheduled is not None
-    every, phases = scheduled
-    assert (every, [p.wakes for p in phases]) == expected
-    assert [p.seconds for p in phases] == [p.wakes * every * interval for p in phases]
+    assert phases is not None
+    assert [p.intervals for p in phases] == expected
+    assert [p.seconds for p in phases] == [p.intervals * interval for p in phases]
     assert sum(p.seconds for p in phases) <= seconds
 
 
@@ -219,18 +214,6 @@ def test_a_thirty_day_approval_window_is_shortened_with_a_warning() -> None:
 
 
 # ---------------------------------------------------------------------- helpers of the flow
-def test_windows_end_a_minute_before_each_wake() -> None:
-    phase = {"starts_at": 1000.0, "ends_at": 1000.0 + 3 * 600}
-    lag = shadow.METRIC_LAG_SECONDS
-    assert shadow.windows(phase, 600, 1000.0 + 599) == []
-    assert shadow.windows(phase, 600, 1000.0 + 600) == [(0, 1000.0, 1600.0 - lag)]
-    assert shadow.windows(phase, 600, 1000.0 + 5000) == [
-        (0, 1000.0, 1600.0 - lag),
-        (1, 1600.0 - lag, 2200.0 - lag),
-        (2, 2200.0 - lag, 2800.0 - lag),
-    ]
-
-
 def test_the_promotion_gate_needs_100_percent_throughout_the_last_phase() -> None:
     history = [{"at": 0, "percent": 10}, {"at": 100, "percent": 100}]
     assert shadow.full_sampling_since({"sampling_history": history}, 100)

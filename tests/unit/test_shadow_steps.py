@@ -4,13 +4,14 @@ Functions (moto has no inference experiments), and a canned judge where a step's
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from inferops import analysis, shadow
+from inferops import analysis, shadow, shadow_judge
 from inferops.endpoints import EndpointSnapshot, ModelCheck, VariantSnapshot
 from inferops.shadow import (
     PROGRESS,
@@ -99,11 +100,17 @@ class StepFunctions:
     def __init__(self) -> None:
         self.successes: list[tuple[str, dict[str, Any]]] = []
         self.failures: list[tuple[str, str, str]] = []
+        self.errors: list[ClientError] = []
+        """Raised by the next sends, one each (a throttle, a wait that is over)."""
 
     def send_task_success(self, *, taskToken: str, output: str) -> None:
+        if self.errors:
+            raise self.errors.pop(0)
         self.successes.append((taskToken, json.loads(output)))
 
     def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> None:
+        if self.errors:
+            raise self.errors.pop(0)
         self.failures.append((taskToken, error, cause))
 
 
@@ -117,22 +124,43 @@ class Env:
         )  # type: ignore[arg-type]
         self.verdicts: list[analysis.Result] = []
 
-    def judge(
-        self, state: FlowState, services: Services, start: float, end: float, *, utilisation: bool
-    ) -> analysis.Verdict:
-        result = self.verdicts.pop(0) if self.verdicts else analysis.Result.PASS
-        return analysis.Verdict(
-            result=result,
-            score=100.0 if result is analysis.Result.PASS else 40.0,
-            reason=f"canned {result.value}",
-            metrics=[],
-        )
+        self.reads: list[list[tuple[float, float]]] = []
+        self.requests = 0
+        self.judge = shadow_judge.Clients(repo=self.repo, cloudwatch=self.cw, stepfunctions=self.sfn)  # type: ignore[arg-type]
+
+    def evaluate(self, cloudwatch: Any, reads: list[analysis.ShadowRead]) -> list[list[analysis.Verdict]]:
+        """One GetMetricData request for the reads: a canned verdict per window (Pass unless `verdicts` says)."""
+        self.requests += 1
+        out = []
+        for read in reads:
+            self.reads.append([(start.timestamp(), end.timestamp()) for start, end in read.windows])
+            results = [self.verdicts.pop(0) if self.verdicts else analysis.Result.PASS for _ in read.windows]
+            out.append([self.canned(result) for result in results])
+        return out
+
+    @staticmethod
+    def canned(result: analysis.Result) -> analysis.Verdict:
+        score = 100.0 if result is analysis.Result.PASS else 40.0
+        return analysis.Verdict(result=result, score=score, reason=f"canned {result.value}", metrics=[])
+
+    def progress(self) -> dict[str, Any]:
+        return self.repo.get_operation_state(OP, PROGRESS) or {}
+
+    def verdicts_recorded(self) -> list[tuple[str, int | None, str]]:
+        return [
+            (e.data["scope"], e.data["interval"], e.data["result"])
+            for e in self.repo.timeline(OP)
+            if e.kind == "verdict"
+        ]
+
+    def due(self, now: float) -> list[str]:
+        return [op for op, _ in self.repo.due_operation_states(PROGRESS, now)]
 
 
 @pytest.fixture
 def env(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Env:
     the_env = Env(ddb_table)
-    monkeypatch.setattr(shadow, "_judge", the_env.judge)
+    monkeypatch.setattr(shadow_judge, "evaluate", the_env.evaluate)
     return the_env
 
 
@@ -178,29 +206,40 @@ def state(env: Env, **extra: Any) -> FlowState:
 
 
 def running(env: Env, the_state: FlowState, phases: list[tuple[int, float, float]], current: int = 0) -> FlowState:
-    """The test's progress record, as `check_experiment` writes it, and the flow watching phase `current`."""
-    env.repo.put_operation_state(
-        OP,
-        PROGRESS,
-        {
-            "experiment": the_state.resources.experiment_name if the_state.resources else "",
-            "running_at": NOW,
-            "end_at": NOW + 86400,
-            "analysis_end_at": NOW + 86400 - 300,
-            "interval_seconds": 900,
-            "wake_seconds": 900,
-            "phases": [
-                {"index": i, "sampling_percent": p, "starts_at": s, "ends_at": e} for i, (p, s, e) in enumerate(phases)
-            ],
-            "current": current,
-            "judged": 0,
-            "sampling_history": [{"at": phases[0][1], "percent": phases[0][0], "by": "flow"}]
-            + [{"at": s, "percent": p, "by": "flow"} for p, s, _ in phases[1 : current + 1]],
-            "decision": None,
+    """The test's progress record, as `check_experiment` and `start_phase` write it, the test on the judge's due
+    list, and the flow watching phase `current`."""
+    progress = {
+        "experiment": the_state.resources.experiment_name if the_state.resources else "",
+        "running_at": NOW,
+        "end_at": NOW + 86400,
+        "analysis_end_at": NOW + 86400 - 300,
+        "interval_seconds": 900,
+        "phases": [
+            {"index": i, "sampling_percent": p, "starts_at": s, "ends_at": e} for i, (p, s, e) in enumerate(phases)
+        ],
+        "subject": {
+            "endpoint": ENDPOINT,
+            "production": "AllTraffic",
+            "shadow": "AllTraffic-shadow",
+            "config": "fraud-v1",
+            "alarms": ["guard"],
+            "analysis": the_state.request.analysis.model_dump(mode="json"),
         },
-    )
+        "started": current + 1,
+        "current": current,
+        "judged": 0,
+        "failing": 0,
+        "failed": None,
+        "phases_judged": current,
+        "sampling_history": [{"at": phases[0][1], "percent": phases[0][0], "by": "flow"}]
+        + [{"at": s, "percent": p, "by": "flow"} for p, s, _ in phases[1 : current + 1]],
+        "decision": None,
+    }
+    env.repo.put_operation_state(OP, PROGRESS, progress)
+    env.repo.commit_operation_state(OP, PROGRESS, expect={}, due=shadow_judge.next_due(progress))
     env.sm.experiment = {"Status": "Running", "Schedule": {"EndTime": datetime.fromtimestamp(NOW + 86400, UTC)}}
-    return the_state.model_copy(update={"watch": Watch(phase=current, wake_seconds=900)})
+    heartbeat = math.ceil(phases[current][2] - env.clock[0])
+    return the_state.model_copy(update={"watch": Watch(phase=current, heartbeat_seconds=heartbeat)})
 
 
 # ---------------------------------------------------------------------- create
@@ -298,62 +337,29 @@ def test_a_stopped_promotion_is_checked_on_the_endpoint(env: Env) -> None:
     assert out.outcome is not None and out.outcome.status is S.FAILED  # Completed, yet production still serves
 
 
-# ---------------------------------------------------------------------- a wake
-def test_a_wake_with_nothing_due_parks_the_token(env: Env) -> None:
+# ---------------------------------------------------------------------- the watch (one parked task per phase)
+def test_the_watch_parks_the_token_until_the_phase_ends(env: Env) -> None:
     the_state = running(env, state(env), [(100, NOW, NOW + 3600)])
     env.clock[0] = NOW + 10
     shadow.watch(the_state, env.services, "tok-1")
     token = env.repo.get_task_token(ENDPOINT, WaitPurpose.SHADOW_WATCH)
     assert token is not None and token.token == "tok-1"
-    assert env.sfn.successes == env.sfn.failures == []
+    assert the_state.watch is not None and the_state.watch.heartbeat_seconds == 3600  # the phase's end
+    assert env.sfn.successes == env.sfn.failures == [] and env.reads == []  # the watch judges nothing itself
 
 
-def test_a_wake_judges_each_ended_interval_and_goes_on(env: Env) -> None:
-    the_state = running(env, state(env), [(100, NOW, NOW + 4 * 900)])
-    env.clock[0] = NOW + 2 * 900  # two intervals over
-    shadow.watch(the_state, env.services, "tok-1")
-    verdicts = [e for e in env.repo.timeline(OP) if e.kind == "verdict"]
-    assert [(v.data["scope"], v.data["interval"], v.data["result"]) for v in verdicts] == [
-        ("interval", 0, "Pass"),
-        ("interval", 1, "Pass"),
-    ]
-    assert (env.repo.get_operation_state(OP, PROGRESS) or {})["judged"] == 2
-    assert env.sfn.successes == env.sfn.failures == []
-    env.clock[0] = NOW + 2 * 900 + 30
-    shadow.watch(the_state, env.services, "tok-2")  # nothing new ended: nothing judged twice
-    assert len([e for e in env.repo.timeline(OP) if e.kind == "verdict"]) == 2
-
-
-def test_a_failing_interval_stops_the_test_once_the_next_confirms_it(env: Env) -> None:
-    the_state = running(env, state(env), [(100, NOW, NOW + 4 * 900)])
-    env.verdicts = [analysis.Result.FAIL, analysis.Result.PASS, analysis.Result.FAIL, analysis.Result.FAIL]
-    env.clock[0] = NOW + 2 * 900
-    shadow.watch(the_state, env.services, "tok-1")  # Fail, then Pass: chance, not a reason to stop
-    assert env.sfn.failures == []
-    env.clock[0] = NOW + 4 * 900
-    shadow.watch(the_state, env.services, "tok-2")  # Fail, Fail
-    [(token, error, cause)] = env.sfn.failures
-    assert (token, error) == ("tok-2", "AnalysisFailed") and "(2 intervals in a row)" in cause
-    assert env.repo.get_task_token(ENDPOINT, WaitPurpose.SHADOW_WATCH) is None
-
-
-def test_an_error_rate_above_its_ceiling_stops_the_test_at_once(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    the_state = running(env, state(env), [(100, NOW, NOW + 4 * 900)])
-    errors = analysis.MetricVerdict(
-        name="Invocation5XXErrors", outcome=analysis.Outcome.FAIL, reason="30 %", canary=0.3, critical=True
-    )
-    failing = analysis.Verdict(result=analysis.Result.FAIL, score=0.0, reason="5xx", metrics=[errors])
-    monkeypatch.setattr(shadow, "_judge", lambda *a, **k: failing)
-    env.clock[0] = NOW + 900
-    shadow.watch(the_state, env.services, "tok-1")
-    assert [(t, e) for t, e, _ in env.sfn.failures] == [("tok-1", "AnalysisFailed")]
-
-
-def test_the_end_of_the_phase_ends_the_wait(env: Env) -> None:
+def test_a_watch_entered_after_its_phase_ended_ends_at_once(env: Env) -> None:
     the_state = running(env, state(env), [(10, NOW, NOW + 900), (100, NOW + 900, NOW + 1800)])
     env.clock[0] = NOW + 900
     shadow.watch(the_state, env.services, "tok-1")
     assert [(t, o["phase"]) for t, o in env.sfn.successes] == [("tok-1", "done")]
+
+
+def test_a_failing_verdict_recorded_before_the_watch_parked_fails_it(env: Env) -> None:
+    the_state = running(env, state(env), [(100, NOW, NOW + 3600)])
+    env.repo.update_operation_state(OP, PROGRESS, fields={"failed": "interval verdict Fail at 100 % sampling: x"})
+    shadow.watch(the_state, env.services, "tok-1")
+    assert [(t, e) for t, e, _ in env.sfn.failures] == [("tok-1", "AnalysisFailed")]
 
 
 @pytest.mark.parametrize(("kind", "error"), [("abort", "StopRequested"), ("alarm", "AlarmTriggered")])
@@ -390,6 +396,216 @@ def test_a_token_someone_else_took_is_theirs_to_deliver(env: Env) -> None:
     assert env.sfn.failures == []
 
 
+# ---------------------------------------------------------------------- the scheduled judge
+def park(env: Env, token: str = "tok-1") -> None:
+    """The flow's watch, parked for the phase."""
+    env.repo.put_task_token(ENDPOINT, WaitPurpose.SHADOW_WATCH, token, OP, 7200)
+
+
+def test_the_judge_judges_each_ended_interval_once_on_its_own_window(env: Env) -> None:
+    running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    park(env)
+    assert env.due(NOW + 899) == []  # nothing due before the first interval's metrics are published
+    env.clock[0] = NOW + 2 * 900  # two intervals over
+    done = shadow_judge.run(env.judge, env.clock[0])
+    assert [(d.action, d.recorded) for d in done.decisions] == [("judged", 2)] and done.failures == {}
+    assert env.reads == [[(NOW, NOW + 900 - 60), (NOW + 900 - 60, NOW + 1800 - 60)]]  # both in one request
+    assert env.verdicts_recorded() == [("interval", 0, "Pass"), ("interval", 1, "Pass")]
+    assert env.progress()["judged"] == 2
+    assert env.due(env.clock[0]) == [] and env.due(NOW + 3 * 900) == [OP]  # listed again for the third interval
+    assert shadow_judge.run(env.judge, env.clock[0]).decisions == []  # a repeated schedule: nothing twice
+    assert env.verdicts_recorded() == [("interval", 0, "Pass"), ("interval", 1, "Pass")]
+    assert env.sfn.successes == env.sfn.failures == []  # passing verdicts leave the flow parked
+
+
+def test_one_request_reads_the_due_intervals_of_several_tests(env: Env) -> None:
+    running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    other = "op-20260105090000-ffff0000"
+    env.repo.create_operation(shadow.KIND, "other-endpoint", {}, other)
+    progress = {**env.progress(), "subject": {**env.progress()["subject"], "endpoint": "other-endpoint"}}
+    env.repo.put_operation_state(other, PROGRESS, progress)
+    env.repo.commit_operation_state(other, PROGRESS, expect={}, due=shadow_judge.next_due(progress))
+    env.clock[0] = NOW + 900
+    done = shadow_judge.run(env.judge, env.clock[0])
+    assert sorted((d.operation_id, d.recorded) for d in done.decisions) == [(OP, 1), (other, 1)]
+    assert env.requests == 1 and len(env.reads) == 2  # both tests' windows in one GetMetricData request
+
+
+def test_concurrent_runs_record_each_interval_once(env: Env) -> None:
+    running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    env.clock[0] = NOW + 900
+    [(operation, listed)] = env.repo.due_operation_states(PROGRESS, env.clock[0])  # both runs read the same list
+    [first], _ = shadow_judge.judge_tests([(operation, listed)], env.judge, env.clock[0], set())
+    [second], _ = shadow_judge.judge_tests([(operation, listed)], env.judge, env.clock[0], set())
+    assert (first.action, second.action) == ("judged", "raced")
+    assert env.verdicts_recorded() == [("interval", 0, "Pass")]
+
+
+def test_a_run_that_crashes_before_its_commit_leaves_the_interval_to_the_next(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    env.clock[0] = NOW + 900
+    commit = env.repo.commit_operation_state
+
+    def crash(*args: Any, **kwargs: Any) -> bool:
+        raise client_error("InternalServerError")
+
+    monkeypatch.setattr(env.repo, "commit_operation_state", crash)
+    assert list(shadow_judge.run(env.judge, env.clock[0]).failures) == [OP]
+    monkeypatch.setattr(env.repo, "commit_operation_state", commit)
+    assert env.verdicts_recorded() == [] and env.due(env.clock[0]) == [OP]
+    shadow_judge.run(env.judge, env.clock[0] + 300)
+    assert env.verdicts_recorded() == [("interval", 0, "Pass")]
+
+
+def test_a_failing_verdict_confirmed_by_the_next_fails_the_parked_watch(env: Env) -> None:
+    running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    park(env)
+    env.verdicts = [analysis.Result.FAIL, analysis.Result.PASS, analysis.Result.FAIL, analysis.Result.FAIL]
+    env.clock[0] = NOW + 2 * 900
+    shadow_judge.run(env.judge, env.clock[0])  # Fail, then Pass: chance, not a reason to stop
+    assert env.sfn.failures == [] and env.progress()["failing"] == 0
+    env.clock[0] = NOW + 4 * 900
+    [decision] = shadow_judge.run(env.judge, env.clock[0]).decisions  # Fail, Fail
+    [(token, error, cause)] = env.sfn.failures
+    assert (token, error) == ("tok-1", "AnalysisFailed") and "(2 intervals in a row)" in cause
+    assert (decision.action, decision.watch) == ("failed", "delivered")
+    assert env.progress()["failed"] == cause and env.due(env.clock[0] + 86400) == []  # off the list
+    assert env.repo.get_task_token(ENDPOINT, WaitPurpose.SHADOW_WATCH) is None
+
+
+def test_an_error_rate_above_its_ceiling_stops_the_test_at_once(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    park(env)
+    errors = analysis.MetricVerdict(
+        name="Invocation5XXErrors", outcome=analysis.Outcome.FAIL, reason="30 %", canary=0.3, critical=True
+    )
+    failing = analysis.Verdict(result=analysis.Result.FAIL, score=0.0, reason="5xx", metrics=[errors])
+    monkeypatch.setattr(shadow_judge, "evaluate", lambda *a, **k: [[failing]])
+    env.clock[0] = NOW + 900
+    shadow_judge.run(env.judge, env.clock[0])
+    assert [(t, e) for t, e, _ in env.sfn.failures] == [("tok-1", "AnalysisFailed")]
+
+
+def test_a_failing_verdict_while_no_watch_is_parked_waits_for_the_flow(env: Env) -> None:
+    the_state = running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    env.verdicts = [analysis.Result.FAIL, analysis.Result.FAIL]
+    env.clock[0] = NOW + 2 * 900
+    [decision] = shadow_judge.run(env.judge, env.clock[0]).decisions  # the flow is between two steps
+    assert (decision.action, decision.watch) == ("failed", "not parked")
+    shadow.watch(the_state, env.services, "tok-2")  # its watch parks, then reads the record
+    assert [(t, e) for t, e, _ in env.sfn.failures] == [("tok-2", "AnalysisFailed")]
+
+
+def test_a_watch_whose_wait_is_over_or_throttled_is_told_once(env: Env) -> None:
+    running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    park(env)
+    env.verdicts = [analysis.Result.FAIL, analysis.Result.FAIL]
+    env.sfn.errors = [client_error("ThrottlingException")]
+    env.clock[0] = NOW + 2 * 900
+    assert list(shadow_judge.run(env.judge, env.clock[0]).failures) == [OP]  # the token is put back, still listed
+    assert env.repo.get_task_token(ENDPOINT, WaitPurpose.SHADOW_WATCH) is not None
+    env.sfn.errors = [client_error("TaskTimedOut")]  # meanwhile the heartbeat ended the wait: the flow reads it
+    [decision] = shadow_judge.run(env.judge, env.clock[0] + 300).decisions
+    assert (decision.action, decision.watch) == ("failed", "gone (TaskTimedOut)")
+    assert len(env.verdicts_recorded()) == 2 and env.due(env.clock[0] + 86400) == []
+
+
+def test_a_guard_alarm_found_by_the_judge_stops_the_test(env: Env) -> None:
+    running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    park(env)
+    env.cw.in_alarm = ["guard"]
+    env.clock[0] = NOW + 900
+    [decision] = shadow_judge.run(env.judge, env.clock[0]).decisions
+    assert decision.action == "stopped" and [(t, e) for t, e, _ in env.sfn.failures] == [("tok-1", "AlarmTriggered")]
+    stop = env.repo.get_operation(OP).stop_request
+    assert stop is not None and stop["kind"] == "alarm"
+
+
+def test_the_judge_ends_a_watch_still_parked_after_its_phase(env: Env) -> None:
+    running(env, state(env), [(10, NOW, NOW + 900), (100, NOW + 900, NOW + 1800)])
+    park(env)
+    env.clock[0] = NOW + 900  # the interval is judged; the heartbeat should end the watch now
+    assert [d.action for d in shadow_judge.run(env.judge, env.clock[0]).decisions] == ["judged"]
+    assert env.due(env.clock[0]) == [] and env.sfn.successes == []
+    env.clock[0] = NOW + 900 + shadow_judge.PHASE_END_GRACE_SECONDS  # it did not (the phase was shortened)
+    [decision] = shadow_judge.run(env.judge, env.clock[0]).decisions
+    assert (decision.action, decision.watch) == ("phase_over", "delivered")
+    assert [(t, o["phase"]) for t, o in env.sfn.successes] == [("tok-1", "done")]
+
+
+def test_a_phase_made_longer_is_listed_again_at_its_next_interval(env: Env) -> None:
+    running(env, state(env), [(100, NOW, NOW + 900)])
+    env.clock[0] = NOW + 900
+    shadow_judge.run(env.judge, env.clock[0])  # its only interval: listed for the phase's end (plus a grace)
+    longer = [{**env.progress()["phases"][0], "ends_at": NOW + 3600}]
+    env.repo.update_operation_state(OP, PROGRESS, fields={"phases": longer})  # PATCH end_time
+    env.clock[0] = NOW + 900 + shadow_judge.PHASE_END_GRACE_SECONDS
+    assert [d.action for d in shadow_judge.run(env.judge, env.clock[0]).decisions] == ["waiting"]
+    assert env.due(env.clock[0]) == [] and env.due(NOW + 1800) == [OP] and env.sfn.successes == []
+
+
+def test_a_test_that_ended_is_not_judged(env: Env) -> None:
+    the_state = running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    done = the_state.model_copy(update={"outcome": shadow.Outcome(status=S.ABORTED, reason="discarded")})
+    shadow.finish(done, env.services)
+    env.clock[0] = NOW + 4 * 900
+    assert env.due(env.clock[0]) == [] and shadow_judge.run(env.judge, env.clock[0]).decisions == []
+    assert env.verdicts_recorded() == []
+
+
+def test_the_phase_end_judges_what_the_judge_left_and_the_phase_once(env: Env) -> None:
+    the_state = running(
+        env, state(env, sampling_steps=[10, 100]), [(10, NOW, NOW + 4 * 900), (100, NOW + 3600, NOW + 7200)]
+    )
+    env.clock[0] = NOW + 2 * 900
+    shadow_judge.run(env.judge, env.clock[0])  # the judge took the first two intervals
+    env.clock[0] = NOW + 4 * 900  # the heartbeat: the phase's end
+    out = shadow.phase_end(the_state, env.services)
+    assert (out.next, out.watch and out.watch.phase) == ("phase", 1)
+    assert env.verdicts_recorded() == [
+        ("interval", 0, "Pass"),
+        ("interval", 1, "Pass"),
+        ("interval", 2, "Pass"),
+        ("interval", 3, "Pass"),
+        ("phase", None, "Pass"),
+    ]
+    assert env.due(env.clock[0] + 86400) == []  # off the judge's list until the next phase starts
+    again = shadow.phase_end(the_state, env.services)  # a retried step: the phase's verdict is not judged twice
+    assert again.next == "phase" and len(env.verdicts_recorded()) == 5 and again.verdicts == out.verdicts
+
+
+def test_the_phase_end_stops_on_a_failing_verdict_the_judge_recorded(env: Env) -> None:
+    the_state = running(env, state(env), [(100, NOW, NOW + 4 * 900)])
+    env.verdicts = [analysis.Result.FAIL, analysis.Result.FAIL]
+    env.clock[0] = NOW + 2 * 900
+    shadow_judge.run(env.judge, env.clock[0])
+    out = shadow.phase_end(the_state, env.services)  # e.g. the heartbeat fired as the judge failed the watch
+    assert out.next == "discard" and out.conclusion is not None
+    assert (out.conclusion.status, out.conclusion.early) == (S.FAILED, True)
+    assert out.conclusion.reason.startswith("stopped early: interval verdict Fail")
+
+
+def test_a_phase_end_far_behind_the_judge_catches_up_in_steps(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shadow, "CATCH_UP_INTERVALS", 3)
+    phases = [(10, NOW, NOW + 4 * 900), (100, NOW + 3600, NOW + 7200)]
+    the_state = running(env, state(env, sampling_steps=[10, 100]), phases)
+    env.clock[0] = NOW + 4 * 900  # the judge never ran (its schedule was off)
+    out = shadow.phase_end(the_state, env.services)
+    assert out.next == "phase_end" and [i for _, i, _ in env.verdicts_recorded()] == [0, 1, 2]
+    out = shadow.phase_end(out, env.services)
+    assert out.next == "phase" and [i for _, i, _ in env.verdicts_recorded()] == [0, 1, 2, 3, None]
+
+
+def test_a_phase_made_longer_is_watched_on(env: Env) -> None:
+    the_state = running(env, state(env), [(100, NOW, NOW + 7200)])
+    env.clock[0] = NOW + 3600  # the heartbeat of the phase's first end; a PATCH moved it an hour later
+    out = shadow.phase_end(the_state, env.services)
+    assert (out.next, out.watch and out.watch.heartbeat_seconds) == ("watch", 3600)
+    assert env.verdicts_recorded() == []
+
+
 # ---------------------------------------------------------------------- the end of a phase
 @pytest.mark.parametrize(
     ("action", "result", "on_marginal", "expected"),
@@ -408,7 +624,7 @@ def test_the_final_verdict_and_the_action_decide(
     env: Env, action: str, result: analysis.Result, on_marginal: str, expected: tuple[str, OperationStatus | None]
 ) -> None:
     the_state = running(env, state(env, action=action, analysis={"on_marginal": on_marginal}), [(100, NOW, NOW + 3600)])
-    env.verdicts = [result]
+    env.verdicts = [analysis.Result.PASS] * 4 + [result]  # the phase's four intervals, then the phase
     env.clock[0] = NOW + 3600
     out = shadow.phase_end(the_state, env.services)
     assert (out.next, out.conclusion.status if out.conclusion else None) == expected
@@ -425,7 +641,8 @@ def test_an_earlier_phase_passing_goes_to_the_next_and_failing_stops_early(env: 
     env.clock[0] = NOW + 900
     out = shadow.phase_end(the_state, env.services)
     assert (out.next, out.watch and out.watch.phase) == ("phase", 1)
-    env.verdicts = [analysis.Result.FAIL]
+    the_state = running(env, the_state, phases)  # the same phase again, with a failing phase verdict
+    env.verdicts = [analysis.Result.PASS, analysis.Result.FAIL]
     out = shadow.phase_end(the_state, env.services)
     assert out.next == "discard" and out.conclusion is not None and out.conclusion.early
 

@@ -12,7 +12,7 @@ from moto import mock_aws
 from inferops import analysis
 from inferops.errors import NotFound
 from inferops.planner import Analysis
-from inferops.storage import Repository, WaitPurpose
+from inferops.storage import Repository, TimelineNote, WaitPurpose
 
 
 # ---------------------------------------------------------------------- operation state records
@@ -52,6 +52,38 @@ def test_updating_a_missing_record_is_not_found(ddb_table: Repository) -> None:
         ddb_table.update_operation_state("op-9", "shadow", fields={"a": 1})
     with pytest.raises(NotFound):
         ddb_table.update_operation_state("op-9", "shadow", fields={"a": 1}, unless_set="a")
+
+
+def test_a_commit_writes_its_fields_and_timeline_entries_all_or_nothing(ddb_table: Repository) -> None:
+    ddb_table.create_operation("shadow_test", "scorer", {}, operation_id="op-1")
+    ddb_table.append_timeline("op-1", "phase", "phase 1")
+    ddb_table.put_operation_state("op-1", "shadow", {"judged": 0})
+    notes = [TimelineNote("verdict", f"interval {n}", {"interval": n}) for n in (0, 1)]
+    assert ddb_table.commit_operation_state(
+        "op-1", "shadow", expect={"judged": 0, "failed": None}, fields={"judged": 2}, notes=notes
+    )
+    assert not ddb_table.commit_operation_state(
+        "op-1", "shadow", expect={"judged": 0}, fields={"judged": 2}, notes=notes
+    )
+    assert ddb_table.get_operation_state("op-1", "shadow") == {"judged": 2}
+    entries = ddb_table.timeline("op-1")
+    assert [(e.kind, e.seq) for e in entries] == [("phase", 1), ("verdict", 2), ("verdict", 3)]  # the loser: a gap
+    assert [e.data for e in entries[1:]] == [{"interval": 0}, {"interval": 1}]
+    assert not ddb_table.commit_operation_state("op-9", "shadow", expect={}, fields={"a": 1})  # no record
+
+
+def test_the_due_list_holds_what_is_due_until_taken_off(ddb_table: Repository) -> None:
+    for op in ("op-1", "op-2"):
+        ddb_table.create_operation("shadow_test", "scorer", {}, operation_id=op)
+        ddb_table.put_operation_state(op, "shadow", {"op": op})
+    assert ddb_table.commit_operation_state("op-1", "shadow", expect={}, due=100.0)
+    assert ddb_table.commit_operation_state("op-2", "shadow", expect={}, due=200.0)
+    assert ddb_table.due_operation_states("shadow", 99.0) == []
+    assert ddb_table.due_operation_states("shadow", 150.0) == [("op-1", {"op": "op-1"})]
+    assert [op for op, _ in ddb_table.due_operation_states("shadow", 200.0)] == ["op-1", "op-2"]
+    assert ddb_table.commit_operation_state("op-1", "shadow", expect={}, due=None)
+    assert not ddb_table.commit_operation_state("op-1", "shadow", expect={}, fields={"x": 1}, indexed=True)
+    assert [op for op, _ in ddb_table.due_operation_states("shadow", 1e9)] == ["op-2"]
 
 
 def test_only_the_first_put_wins_when_asked(ddb_table: Repository) -> None:
@@ -94,17 +126,34 @@ def _put(cw: Any, variant: str, minutes: int, *, latency: float, errors: float, 
 
 
 def _verdict(cw: Any, *, utilisation: bool) -> analysis.Verdict:
-    return analysis.evaluate_shadow(
-        cw,
-        Analysis(min_requests=100),
+    [[verdict]] = analysis.evaluate_shadows(cw, [_read([(START, START + timedelta(minutes=10))], utilisation)])
+    return verdict
+
+
+def _read(windows: list[tuple[datetime, datetime]], utilisation: bool, shadow: str = "AllTraffic-shadow") -> Any:
+    return analysis.ShadowRead(
+        spec=Analysis(min_requests=100, min_samples=3),
         endpoint="scorer",
         production="AllTraffic",
-        shadow="AllTraffic-shadow",
+        shadow=shadow,
         config="cfg",
-        start=START,
-        end=START + timedelta(minutes=10),
+        windows=windows,
         utilisation=utilisation,
     )
+
+
+def test_one_request_judges_each_window_of_each_read_on_its_own_datapoints() -> None:
+    halves = [(START, START + timedelta(minutes=5)), (START + timedelta(minutes=5), START + timedelta(minutes=10))]
+    with mock_aws():
+        cw = boto3.client("cloudwatch", region_name="us-east-1")
+        _put(cw, "AllTraffic", 10, latency=20_000, errors=0)
+        _put(cw, "AllTraffic-shadow", 10, latency=20_000, errors=0)
+        _put(cw, "AllTraffic-broken", 10, latency=20_000, errors=0, model_errors=20)
+        together = analysis.collect_shadows(cw, [_read(halves, False), _read(halves, False, "AllTraffic-broken")])
+        alone = [analysis.collect_shadows(cw, [_read([half], False)])[0][0] for half in halves]
+    assert together[0] == alone  # the same datapoints per window as a request of its own
+    [errors] = [m for m in together[1][0] if m.name == "InvocationModelErrors"]
+    assert isinstance(errors, analysis.RateMetric) and (errors.canary_events, errors.canary_trials) == (100, 1000)
 
 
 def test_a_healthy_shadow_passes_and_utilisation_is_judged_where_present() -> None:

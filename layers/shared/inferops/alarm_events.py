@@ -4,7 +4,7 @@ A flow that watches alarms (a managed deployment's rollback alarms, a shadow tes
 alarm watch per alarm for its operation. When one of them reports ALARM, the operation gets a stop request
 (the first request wins; the flow honours it at its next step) and, if the flow is parked in a bake or an
 approval wait, that wait's task fails with `AlarmTriggered`, so a managed deployment rolls back at once
-instead of at the end of its bake (a shadow test parked between two analyses, or waiting for approval, removes
+instead of at the end of its bake (a shadow test parked watching a phase, or waiting for approval, removes
 its shadow variant at once). EventBridge delivers at least once: a repeat finds the stop already
 recorded and the task token gone, and a retried delivery fails a token the first one had to put back.
 
@@ -33,7 +33,7 @@ STOP_ERROR = "AlarmTriggered"
 STOPPABLE_WAITS = (WaitPurpose.BAKE, WaitPurpose.APPROVAL)
 SHADOW_TEST_KIND = "shadow_test"  # inferops.shadow.KIND (not imported: it would weigh on this handler's cold start)
 SHADOW_TEST_WAITS = (WaitPurpose.SHADOW_WATCH, WaitPurpose.APPROVAL)
-"""A shadow test's waits a guard alarm fails: between two analyses, or waiting for approval."""
+"""A shadow test's waits a guard alarm fails: watching a phase, or waiting for approval."""
 WAKE_ALARM_PREFIX = "InferOps-"
 """The scale-from-zero alarms inferops.scaling creates (the table says which endpoint each one wakes)."""
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
@@ -413,72 +414,85 @@ _UTILISATION = (
 )
 
 
-def evaluate_shadow(
-    cloudwatch: CloudWatchClient,
-    spec: Analysis,
-    *,
-    endpoint: str,
-    production: str,
-    shadow: str,
-    config: str,
-    start: datetime,
-    end: datetime,
-    utilisation: bool,
-) -> Verdict:
-    """Judge a shadow variant against the production variant it mirrors over [start, end)."""
-    return judge(
-        collect_shadow(
-            cloudwatch,
-            spec,
-            endpoint=endpoint,
-            production=production,
-            shadow=shadow,
-            config=config,
-            start=start,
-            end=end,
-            utilisation=utilisation,
-        )
-    )
+@dataclass(frozen=True)
+class ShadowRead:
+    """One shadow test's windows to judge: its endpoint's production (baseline) and shadow (canary) variants."""
+
+    spec: Analysis
+    endpoint: str
+    production: str
+    shadow: str
+    config: str
+    windows: list[tuple[datetime, datetime]]
+    utilisation: bool
 
 
-def collect_shadow(
-    cloudwatch: CloudWatchClient,
-    spec: Analysis,
-    *,
-    endpoint: str,
-    production: str,
-    shadow: str,
-    config: str,
-    start: datetime,
-    end: datetime,
-    utilisation: bool,
-) -> list[Metric]:
-    """Production (baseline) and shadow (canary) series of one endpoint, in one GetMetricData request.
+def evaluate_shadows(cloudwatch: CloudWatchClient, reads: Sequence[ShadowRead]) -> list[list[Verdict]]:
+    """Judge each read's shadow variant against the production variant it mirrors over each of its windows
+    [start, end): one verdict per window, all from one GetMetricData request (its pages, 500 queries each)."""
+    return [[judge(metrics) for metrics in read] for read in collect_shadows(cloudwatch, reads)]
+
+
+def collect_shadows(cloudwatch: CloudWatchClient, reads: Sequence[ShadowRead]) -> list[list[list[Metric]]]:
+    """Every read's series, per window, from one GetMetricData request over all the windows (its query ids
+    prefixed per read): a datapoint belongs to a window when it lies in [start, end), the start rounded down to
+    the period as CloudWatch rounds a request's StartTime (the request's own start is a whole minute).
 
     What `collect` compares, plus InvocationModelErrors (critical, like the 5XX rate: a model that errors is not
     promoted) and, with `utilisation` (the shadow sees the production load, i.e. 100 % sampling), the
     instance utilisation metrics SageMaker publishes for the variants (CPU and memory; GPU and GPU memory on
     accelerated instances): each is judged only where both variants have datapoints, and never critically.
     """
-    period = spec.interval_seconds
+    spans = [span for read in reads for span in read.windows]
+    if not spans:
+        return [[] for _ in reads]
     queries: list[MetricDataQueryTypeDef] = []
-    for side, variant_name in (("baseline", production), ("canary", shadow)):
-        variant = {"EndpointName": endpoint, "VariantName": variant_name}
+    for number, read in enumerate(reads):
+        queries += _shadow_queries(read, prefix=f"r{number}_")
+    first = min(start for start, _ in spans).timestamp() // 60 * 60
+    everything = _get_metric_data(cloudwatch, queries, datetime.fromtimestamp(first, UTC), max(end for _, end in spans))
+    collected = []
+    for number, read in enumerate(reads):
+        period, prefix = read.spec.interval_seconds, f"r{number}_"
+        mine = {q.removeprefix(prefix): points for q, points in everything.items() if q.startswith(prefix)}
+        windows = []
+        for start, end in read.windows:
+            since = start.timestamp() // period * period
+            series = {
+                query_id: {t: v for t, v in points.items() if since <= t.timestamp() < end.timestamp()}
+                for query_id, points in mine.items()
+            }
+            windows.append(_shadow_metrics(read.spec, series, utilisation=read.utilisation))
+        collected.append(windows)
+    return collected
+
+
+def _shadow_queries(read: ShadowRead, *, prefix: str) -> list[MetricDataQueryTypeDef]:
+    period, spec = read.spec.interval_seconds, read.spec
+    queries: list[MetricDataQueryTypeDef] = []
+    for side, variant_name in (("baseline", read.production), ("canary", read.shadow)):
+        variant = {"EndpointName": read.endpoint, "VariantName": variant_name}
         queries += [
-            _query(f"{key}_{side}", SAGEMAKER_NAMESPACE, name, stat, variant, period)
+            _query(f"{prefix}{key}_{side}", SAGEMAKER_NAMESPACE, name, stat, variant, period)
             for key, name, stat in _SHADOW_BUILT_IN
         ]
-        if utilisation:
+        if read.utilisation:
             queries += [
-                _query(f"{key}_{side}", ENDPOINTS_NAMESPACE, name, "Average", variant, period)
+                _query(f"{prefix}{key}_{side}", ENDPOINTS_NAMESPACE, name, "Average", variant, period)
                 for key, name in _UTILISATION
             ]
         for index, custom in enumerate(spec.metrics):
-            filled = custom.dimensions_for(endpoint=endpoint, variant=variant_name, config=config)
+            filled = custom.dimensions_for(endpoint=read.endpoint, variant=variant_name, config=read.config)
             queries.append(
-                _query(f"custom{index}_{side}", custom.namespace, custom.metric_name, custom.stat, filled, period)
+                _query(
+                    f"{prefix}custom{index}_{side}", custom.namespace, custom.metric_name, custom.stat, filled, period
+                )
             )
-    series = _get_metric_data(cloudwatch, queries, start, end)
+    return queries
+
+
+def _shadow_metrics(spec: Analysis, series: dict[str, dict[datetime, float]], *, utilisation: bool) -> list[Metric]:
+    """One window's series as the judge's metrics."""
 
     def values(key: str, side: str) -> list[float]:
         return list(series[f"{key}_{side}"].values())

@@ -14,12 +14,13 @@ class name: `Retryable` (retried with backoff and jitter), `StopRequested` (an o
 `AnalysisFailed` (a failing verdict). Every ending goes through `finish`, which records the outcome and releases
 the endpoint's lock.
 
-History budget: a 30-day test must stay far below Step Functions' 25,000 history events. Waiting is a parked
-task whose heartbeat timeout is the timer (like the deployment's bake), so a wake costs one task (~6 events). A
-wake judges every analysis interval that ended since the previous one, each on its own window; a test with more
-than `WAKE_BUDGET` intervals wakes every few intervals (`wake_every`), which bounds the history (a 30-day test at
-a 15-minute interval: a wake every 75 minutes) at the price of a later early stop. Guard alarms end the wait
-at once. SageMaker sends no EventBridge event for inference experiments: the start and the end of an experiment are
+Orchestration cost: the flow's state transitions and invocations must not grow with the test's length (and a 30-day
+test must stay far below Step Functions' 25,000 history events). Each phase is one parked task whose heartbeat
+timeout is the phase's end (like the deployment's bake). Its analysis intervals are judged outside the execution
+by the fleet-wide scheduled judge (`inferops.shadow_judge`), each on its own window and recorded once; a confirmed
+failing verdict fails the parked task at once (`AnalysisFailed`), as a guard alarm (`AlarmTriggered`, from the
+alarm-events function) or an operator does. The phase's end judges what is left, then the whole phase.
+SageMaker sends no EventBridge event for inference experiments: the start and the end of an experiment are
 waited for on the endpoint's own events (the experiment updates the endpoint), with a heartbeat that falls back to
 one DescribeInferenceExperiment.
 """
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import ConfigDict, Field, StringConstraints
 
-from inferops import analysis, catalog, metrics, rollout
+from inferops import analysis, catalog, metrics, rollout, shadow_judge
 from inferops.endpoints import EndpointSnapshot, ModelCheck, read_endpoint, read_model
 from inferops.errors import Conflict, InferOpsError, NotFound
 from inferops.model import Model
@@ -53,6 +54,10 @@ from inferops.planner import (
     Violation,
 )
 from inferops.rollout import SETTLED, Retryable, Services, StepError, StopRequested, error_code
+from inferops.shadow_judge import KIND as KIND  # noqa: PLC0414 (explicit re-export for callers)
+from inferops.shadow_judge import MAX_SAMPLING, Subject
+from inferops.shadow_judge import PROGRESS as PROGRESS  # noqa: PLC0414
+from inferops.shadow_judge import current_sampling as current_sampling  # noqa: PLC0414
 from inferops.storage import OperationStatus, WaitPurpose
 
 if TYPE_CHECKING:
@@ -60,28 +65,19 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_sagemaker import SageMakerClient
 
-KIND = "shadow_test"
 EVENT_SOURCE = "inferops"
 EVENT_DETAIL_TYPE = "InferOps Shadow Test Finished"
-PROGRESS = "shadow"
-"""The name of the test's working record (`Repository.*_operation_state`): schedule, phases, sampling history."""
 
 # SageMaker's bounds (reference/sagemaker-facts.md §4).
 MIN_DURATION_SECONDS = 3600
 MAX_DURATION_SECONDS = 30 * 86400
-MIN_SAMPLING, MAX_SAMPLING = 1, 100
+MIN_SAMPLING = 1
 # InferOps' own.
 MAX_SAMPLING_STEPS = 5
 MIN_INTERVAL_MINUTES, MAX_INTERVAL_MINUTES = 5, 1440
 MAX_GUARD_ALARMS = 10
-WAKE_BUDGET = 600
-"""Most wakes a test's analysis may take; more intervals than this and a wake judges several of them."""
-MAX_POINTS = 240
-"""Most datapoints per series a verdict reads (a phase of days is judged on coarser datapoints)."""
-CONFIRM_FAILS = 2
-"""Failing interval verdicts in a row that stop a test early (one is enough above an error-rate ceiling)."""
-METRIC_LAG_SECONDS = 60
-"""An interval is judged this long after it ends: SageMaker publishes a minute's metrics after the minute."""
+CATCH_UP_INTERVALS = 96
+"""Most intervals a phase's end judges in one step (the scheduled judge normally leaves it one or two)."""
 DECISION_MARGIN_SECONDS = 300
 """The analysis ends this long before the experiment's scheduled end, so that a promotion happens before SageMaker
 ends the test by itself (which returns the endpoint to its pre-test configuration)."""
@@ -167,7 +163,7 @@ class PhasePlan(_Strict):
     index: int
     sampling_percent: int
     seconds: int = Field(description="planned length; the first phase starts when the experiment is Running")
-    wakes: int
+    intervals: int = Field(description="analysis intervals in the phase, each judged on its own")
 
 
 class ShadowPlan(_Strict):
@@ -186,8 +182,6 @@ class ShadowPlan(_Strict):
     analysis_ends_at: datetime
     running_at: datetime = Field(description="estimated (provisioning) until the flow sees the experiment Running")
     interval_seconds: int
-    wake_every: int = Field(description="analysis intervals per wake of the flow (1 unless the test is long)")
-    wake_seconds: int
     phases: list[PhasePlan]
     action: Literal["promote", "discard", "approval"]
     guard_alarms: list[str]
@@ -236,29 +230,19 @@ def shadow_variant_name(production: str) -> str:
     return f"{production[:56]}-shadow"
 
 
-def schedule_phases(
-    analysis_seconds: float, interval_seconds: int, steps: list[int]
-) -> tuple[int, list[PhasePlan]] | None:
-    """Split the analysis time into the sampling phases, in whole wakes; None when it holds fewer wakes than phases.
-
-    Returns (intervals per wake, phases). The last phase (the one a promotion is judged on) takes the remainder.
-    """
+def schedule_phases(analysis_seconds: float, interval_seconds: int, steps: list[int]) -> list[PhasePlan] | None:
+    """Split the analysis time into the sampling phases, in whole analysis intervals; None when it holds fewer
+    intervals than phases. The last phase (the one a promotion is judged on) takes the remainder."""
     intervals = math.floor(max(0.0, analysis_seconds) / interval_seconds)
     if intervals < len(steps):
         return None
-    every = max(1, math.ceil(intervals / WAKE_BUDGET))
-    wakes = intervals // every
-    if wakes < len(steps):
-        return None
-    each = wakes // len(steps)
+    each = intervals // len(steps)
     counts = [each] * len(steps)
-    counts[-1] += wakes - each * len(steps)
-    wake_seconds = every * interval_seconds
-    phases = [
-        PhasePlan(index=i, sampling_percent=percent, seconds=n * wake_seconds, wakes=n)
+    counts[-1] += intervals - each * len(steps)
+    return [
+        PhasePlan(index=i, sampling_percent=percent, seconds=n * interval_seconds, intervals=n)
         for i, (percent, n) in enumerate(zip(steps, counts, strict=True))
     ]
-    return every, phases
 
 
 def scheduled_start(request: ShadowTestRequest, now: float) -> float:
@@ -323,8 +307,8 @@ def check(request: ShadowTestRequest, facts: Facts, *, now: float, operation_id:
     running = start + EXPERIMENT_CREATE_SECONDS + provision_estimate(shadow_type)
     analysis_end = end - DECISION_MARGIN_SECONDS
     interval = request.analysis_interval_minutes * 60
-    scheduled = schedule_phases(analysis_end - running, interval, request.sampling_steps)
-    if scheduled is None:
+    phases = schedule_phases(analysis_end - running, interval, request.sampling_steps)
+    if phases is None:
         rules.violate(
             "duration_hours",
             "phases_fit_duration",
@@ -335,14 +319,6 @@ def check(request: ShadowTestRequest, facts: Facts, *, now: float, operation_id:
             "lengthen the test, shorten the analysis interval or use fewer sampling steps",
         )
         return ShadowPlanResult(ok=False, violations=rules.violations, plan=None, warnings=rules.warnings)
-    every, phases = scheduled
-    if every > 1:
-        rules.warnings.append(
-            f"{sum(p.wakes for p in phases) * every} analysis intervals: the flow wakes every {every} intervals "
-            f"(each wake judges each interval), so a failing verdict stops the test up to "
-            f"{(every - 1) * request.analysis_interval_minutes} minutes after its interval; guard alarms stop it "
-            "at once"
-        )
     if request.action == "approval" and end + request.approval_timeout_hours * 3600 > start + MAX_DURATION_SECONDS:
         rules.warnings.append(
             "the approval window cannot extend the experiment past 30 days from its start: it is shortened to "
@@ -370,8 +346,6 @@ def check(request: ShadowTestRequest, facts: Facts, *, now: float, operation_id:
         analysis_ends_at=_dt(analysis_end),
         running_at=_dt(running),
         interval_seconds=interval,
-        wake_every=every,
-        wake_seconds=every * interval,
         phases=phases,
         action=request.action,
         guard_alarms=list(request.guard_alarms),
@@ -667,8 +641,10 @@ class Wait(_State):
 
 
 class Watch(_State):
+    """The flow watches a phase: one parked task until the phase's end (its heartbeat timeout)."""
+
     phase: int = 0
-    wake_seconds: int = 0
+    heartbeat_seconds: int = 0
 
 
 class Conclusion(_State):
@@ -763,11 +739,6 @@ def _progress(services: Services, state: FlowState) -> dict[str, Any]:
     if found is None:
         raise ShadowTestFailed("the test's progress record is missing: start a new shadow test")
     return found
-
-
-def current_sampling(progress: dict[str, Any]) -> int | None:
-    history = progress.get("sampling_history") or []
-    return int(history[-1]["percent"]) if history else None
 
 
 def full_sampling_since(progress: dict[str, Any], since: float) -> bool:
@@ -1041,15 +1012,14 @@ def _running(state: FlowState, services: Services, described: dict[str, Any]) ->
     now = repo.now()
     end = _end_time(described) or res.end_at
     analysis_end = end - DECISION_MARGIN_SECONDS
-    scheduled = schedule_phases(analysis_end - now, the_plan.interval_seconds, request.sampling_steps)
-    if scheduled is None:
+    phases = schedule_phases(analysis_end - now, the_plan.interval_seconds, request.sampling_steps)
+    if phases is None:
         reason = (
             f"the experiment started too late ({_dt(now):%Y-%m-%dT%H:%M:%SZ}) to run its "
             f"{len(request.sampling_steps)} phase(s) before {_dt(analysis_end):%Y-%m-%dT%H:%M:%SZ}"
         )
         conclusion = Conclusion(decision="discard", status=OperationStatus.FAILED, reason=reason, early=True)
         return state.model_copy(update={"conclusion": conclusion, "next": "discard"})
-    every, phases = scheduled
     starts, at = [], now
     for phase in phases:
         starts.append(
@@ -1067,8 +1037,6 @@ def _running(state: FlowState, services: Services, described: dict[str, Any]) ->
             "running_at": _dt(now),
             "analysis_ends_at": _dt(analysis_end),
             "ends_at": _dt(end),
-            "wake_every": every,
-            "wake_seconds": every * the_plan.interval_seconds,
             "phases": phases,
         }
     )
@@ -1079,11 +1047,21 @@ def _running(state: FlowState, services: Services, described: dict[str, Any]) ->
         "end_at": end,
         "analysis_end_at": analysis_end,
         "interval_seconds": plan.interval_seconds,
-        "wake_seconds": plan.wake_seconds,
         "phases": starts,
+        "subject": Subject(
+            endpoint=plan.endpoint_name,
+            production=res.production_variant,
+            shadow=res.shadow_variant,
+            config=plan.endpoint_config_name,
+            alarms=res.alarms,
+            analysis=request.analysis,
+        ).model_dump(mode="json"),
+        "started": 0,
         "current": 0,
         "judged": 0,
         "failing": 0,
+        "failed": None,
+        "phases_judged": 0,
         "sampling_history": [{"at": now, "percent": request.sampling_steps[0], "by": "flow"}],
         "last_verdict": None,
         "decision": None,
@@ -1094,10 +1072,9 @@ def _running(state: FlowState, services: Services, described: dict[str, Any]) ->
         state,
         "running",
         f"experiment {res.experiment_name} is Running; {len(phases)} phase(s) until "
-        f"{_dt(analysis_end):%Y-%m-%dT%H:%M:%SZ}, a wake every {every} interval(s)",
+        f"{_dt(analysis_end):%Y-%m-%dT%H:%M:%SZ}, each {request.analysis_interval_minutes}-minute interval judged",
     )
-    watch = Watch(phase=0, wake_seconds=plan.wake_seconds)
-    return state.model_copy(update={"plan": plan, "watch": watch, "wait": None, "next": "phase"})
+    return state.model_copy(update={"plan": plan, "watch": Watch(phase=0), "wait": None, "next": "phase"})
 
 
 def _end_time(described: dict[str, Any]) -> float | None:
@@ -1107,15 +1084,16 @@ def _end_time(described: dict[str, Any]) -> float | None:
 
 # ------------------------------------------------------------------------------------------------ phases
 def start_phase(state: FlowState, services: Services) -> FlowState:
-    """Set the phase's sampling percentage (UpdateInferenceExperiment) and start watching it."""
-    the_plan, res, watch, repo = _plan(state), _resources(state), state.watch, services.repo
-    assert watch is not None
+    """Set the phase's sampling percentage (UpdateInferenceExperiment), put the test on the judge's due list and
+    watch the phase. A retried step finds the phase started (`started`) and starts it once."""
+    res, watch_, repo = _resources(state), state.watch, services.repo
+    assert watch_ is not None
     stop = repo.get_operation(state.operation_id).stop_request
     if stop:
         raise StopRequested(str(stop.get("reason", "stop requested")))
     progress = _progress(services, state)
     phases = progress["phases"]
-    phase = phases[watch.phase]
+    phase = phases[watch_.phase]
     percent = int(phase["sampling_percent"])
     now = repo.now()
     if current_sampling(progress) != percent:
@@ -1132,216 +1110,80 @@ def start_phase(state: FlowState, services: Services) -> FlowState:
         repo.update_operation_state(
             state.operation_id, PROGRESS, append={"sampling_history": [{"at": now, "percent": percent, "by": "flow"}]}
         )
-    if watch.phase > 0:  # the phase starts now; its end keeps its planned length (the last one: the analysis end)
-        length = float(phase["ends_at"]) - float(phase["starts_at"])
-        last = watch.phase == len(phases) - 1
-        phases[watch.phase] = {
-            **phase,
-            "starts_at": now,
-            "ends_at": progress["analysis_end_at"] if last else now + length,
-        }
-    repo.update_operation_state(
-        state.operation_id, PROGRESS, fields={"phases": phases, "current": watch.phase, "judged": 0, "failing": 0}
-    )
-    ends = float(phases[watch.phase]["ends_at"])
-    _timeline(
-        services,
-        state,
-        "phase",
-        f"phase {watch.phase + 1}/{len(phases)}: {percent} % of production requests mirrored to "
-        f"{res.shadow_variant} until {_dt(ends):%Y-%m-%dT%H:%M:%SZ}",
-        phase=watch.phase,
-        sampling=percent,
-    )
+    if int(progress.get("started") or 0) == watch_.phase:
+        if watch_.phase > 0:  # the phase starts now; its end keeps its planned length (the last one: the analysis end)
+            length = float(phase["ends_at"]) - float(phase["starts_at"])
+            last = watch_.phase == len(phases) - 1
+            phases[watch_.phase] = {
+                **phase,
+                "starts_at": now,
+                "ends_at": progress["analysis_end_at"] if last else now + length,
+            }
+        fields = {"phases": phases, "current": watch_.phase, "judged": 0, "failing": 0, "started": watch_.phase + 1}
+        started = repo.commit_operation_state(
+            state.operation_id,
+            PROGRESS,
+            expect={"started": watch_.phase},
+            fields=fields,
+            due=shadow_judge.next_due({**progress, **fields}),
+        )
+        if started:
+            _timeline(
+                services,
+                state,
+                "phase",
+                f"phase {watch_.phase + 1}/{len(phases)}: {percent} % of production requests mirrored to "
+                f"{res.shadow_variant} until {_dt(float(phases[watch_.phase]['ends_at'])):%Y-%m-%dT%H:%M:%SZ}",
+                phase=watch_.phase,
+                sampling=percent,
+            )
+        progress = {**progress, **fields} if started else _progress(services, state)
+    watching = progress["phases"][watch_.phase]
     return state.model_copy(
-        update={"watch": watch.model_copy(update={"wake_seconds": the_plan.wake_seconds}), "next": "watch"}
+        update={"watch": watch_.model_copy(update={"heartbeat_seconds": _heartbeat(watching, now)}), "next": "watch"}
     )
 
 
-def windows(phase: dict[str, Any], interval: int, now: float) -> list[tuple[int, float, float]]:
-    """The analysis windows of a phase that have ended by `now`: (index, start, end), each `interval` long and
-    ending `METRIC_LAG_SECONDS` before a wake (the first starts with the phase)."""
-    start, ends = float(phase["starts_at"]), float(phase["ends_at"])
-    out: list[tuple[int, float, float]] = []
-    index = 0
-    while True:
-        end = start + (index + 1) * interval - METRIC_LAG_SECONDS
-        if end + METRIC_LAG_SECONDS > now + 1e-6 or end > ends + 1e-6:  # not over, or its minutes not published
-            return out
-        out.append((index, max(start, end - interval), end))
-        index += 1
+def _heartbeat(phase: dict[str, Any], now: float) -> int:
+    """The watch's heartbeat timeout: the end of the phase."""
+    return max(1, math.ceil(float(phase["ends_at"]) - now))
 
 
 def watch(state: FlowState, services: Services, token: str) -> FlowState:
-    """A wake: judge every analysis interval that ended since the last wake, then go on waiting or end the wait.
+    """Watch a phase: park the token until the phase ends (the task's heartbeat timeout).
 
-    The token is parked first, so a guard alarm or an operator arriving meanwhile fails it; the flow ends its own
-    wait (taking the token atomically) on a failing verdict (`AnalysisFailed`), a stop, an operator's decision or
-    the end of the phase. Otherwise the heartbeat timeout is the next wake.
+    The token is parked first, so that whoever arrives meanwhile fails or resumes it: a guard alarm
+    (`AlarmTriggered`), the scheduled judge on a confirmed failing verdict (`AnalysisFailed`), an operator
+    (`StopRequested`, or a promotion). Then what already happened ends the wait at once: a stop, a guard alarm
+    whose event was lost, a failing verdict, an operator's promotion, a phase already over.
     """
-    the_plan, res, watch_, repo = _plan(state), _resources(state), state.watch, services.repo
+    res, watch_, repo = _resources(state), state.watch, services.repo
     assert watch_ is not None
-    endpoint = the_plan.endpoint_name
+    endpoint = _plan(state).endpoint_name
     repo.put_task_token(
-        endpoint, WaitPurpose.SHADOW_WATCH, token, state.operation_id, watch_.wake_seconds + RECHECK_SECONDS
+        endpoint, WaitPurpose.SHADOW_WATCH, token, state.operation_id, watch_.heartbeat_seconds + RECHECK_SECONDS
     )
     stop = repo.get_operation(state.operation_id).stop_request
     if stop:
         error = "AlarmTriggered" if stop.get("kind") == "alarm" else "StopRequested"
         return _end_wait(state, services, token, failure=(error, str(stop.get("reason"))))
-    tripped = _alarms_in_alarm(services, res.alarms)
+    with aws("reading the guard alarms"):
+        tripped = shadow_judge.alarms_in_alarm(services.cloudwatch, res.alarms)
     if tripped:  # the alarm's event was lost or is late: the watch finds it
         reason = f"guard alarm(s) {', '.join(tripped)} in ALARM"
         with suppress(Conflict):
             repo.request_stop(state.operation_id, kind="alarm", reason=reason, by=f"alarm:{tripped[0]}")
         return _end_wait(state, services, token, failure=("AlarmTriggered", reason))
     progress = _progress(services, state)
+    if progress.get("failed"):
+        return _end_wait(state, services, token, failure=("AnalysisFailed", str(progress["failed"])))
     decision = progress.get("decision")
     if decision and decision.get("decision") == "promote":  # an operator promoted while no wait was parked
         return _end_wait(state, services, token, success={"decision": "promote", "by": decision.get("by")})
     now = repo.now()
-    phase = progress["phases"][watch_.phase]
-    failed = judge_windows(state, services, progress, now)
-    if failed is not None:
-        return _end_wait(state, services, token, failure=("AnalysisFailed", failed))
-    last = watch_.phase == len(progress["phases"]) - 1
-    ends = float(phase["ends_at"])
-    done = now + watch_.wake_seconds / 2 >= ends or (last and now + watch_.wake_seconds > ends + 1e-6)
-    if done:
+    if now >= float(progress["phases"][watch_.phase]["ends_at"]):
         return _end_wait(state, services, token, success={"phase": "done", "at": now})
     return state
-
-
-def judge_windows(state: FlowState, services: Services, progress: dict[str, Any], now: float) -> str | None:
-    """Judge the phase's windows not judged yet and record each verdict; why the test must stop, if it must.
-
-    A month of 15-minute intervals is thousands of looks at the same data stream: at the judge's 5 % level some
-    would fail a healthy shadow by chance (the 30-day benchmark saw one in ~1,000). So a Fail stops the test when
-    the next interval confirms it (`CONFIRM_FAILS` in a row), or at once when a critical error rate is above its
-    ceiling (`analysis.max_error_rate`: as plain as an alarm, and what a broken candidate shows).
-    """
-    the_plan, watch_, repo = _plan(state), state.watch, services.repo
-    assert watch_ is not None
-    phase = progress["phases"][watch_.phase]
-    done = int(progress.get("judged") or 0)
-    streak = int(progress.get("failing") or 0)
-    due = [w for w in windows(phase, int(progress["interval_seconds"]), now) if w[0] >= done]
-    failed: str | None = None
-    percent = current_sampling(progress) or int(phase["sampling_percent"])
-    last: dict[str, Any] | None = None
-    for index, start, end in due[: 4 * the_plan.wake_every + 4]:
-        verdict = _judge(state, services, start, end, utilisation=percent == MAX_SAMPLING)
-        last = _record_verdict(state, services, verdict, "interval", watch_.phase, percent, start, end, index)
-        done = index + 1
-        streak = streak + 1 if verdict.result is analysis.Result.FAIL else 0
-        if streak >= CONFIRM_FAILS or (streak and _over_ceiling(verdict, state.request.analysis.max_error_rate)):
-            confirmed = f" ({streak} intervals in a row)" if streak > 1 else ""
-            failed = f"interval verdict Fail at {percent} % sampling{confirmed}: {verdict.reason}"
-            break
-    if last is not None:
-        repo.update_operation_state(
-            state.operation_id, PROGRESS, fields={"judged": done, "failing": streak, "last_verdict": last}
-        )
-    return failed
-
-
-def _over_ceiling(verdict: analysis.Verdict, ceiling: float) -> bool:
-    """A critical error rate failed above its ceiling (the judge's `max_rate`)."""
-    return any(
-        m.critical and m.outcome is analysis.Outcome.FAIL and m.canary is not None and m.canary > ceiling
-        for m in verdict.metrics
-        if m.name in ("Invocation5XXErrors", "InvocationModelErrors")
-    )
-
-
-def _judge(state: FlowState, services: Services, start: float, end: float, *, utilisation: bool) -> analysis.Verdict:
-    """Judge [start, end): one datapoint a minute (`analysis.interval_seconds`), coarser over a long window so
-    that a series has at most `MAX_POINTS` datapoints (a 10-day phase is judged on hourly datapoints)."""
-    the_plan, res = _plan(state), _resources(state)
-    spec = state.request.analysis
-    coarse = math.ceil((end - start) / MAX_POINTS / 60) * 60
-    if coarse > spec.interval_seconds:
-        spec = spec.model_copy(update={"interval_seconds": min(3600, coarse)})
-    with aws("reading the variants' metrics"):
-        return analysis.evaluate_shadow(
-            services.cloudwatch,
-            spec,
-            endpoint=the_plan.endpoint_name,
-            production=res.production_variant,
-            shadow=res.shadow_variant,
-            config=the_plan.endpoint_config_name,
-            start=_dt(start),
-            end=_dt(end),
-            utilisation=utilisation,
-        )
-
-
-def _record_verdict(
-    state: FlowState,
-    services: Services,
-    verdict: analysis.Verdict,
-    scope: Literal["interval", "phase"],
-    phase: int,
-    percent: int,
-    start: float,
-    end: float,
-    index: int | None = None,
-) -> dict[str, Any]:
-    metrics.verdict(KIND, verdict.result.value)
-    summary = {
-        "scope": scope,
-        "phase": phase,
-        "interval": index,
-        "sampling": percent,
-        "start": _dt(start).isoformat(),
-        "end": _dt(end).isoformat(),
-        "result": verdict.result.value,
-        "score": verdict.score,
-        "reason": verdict.reason,
-    }
-    what = f"phase {phase + 1}" if scope == "phase" else f"interval {(index or 0) + 1} of phase {phase + 1}"
-    _timeline(
-        services,
-        state,
-        "verdict",
-        f"{what} at {percent} %: {verdict.result.value} ({verdict.reason})",
-        **summary,
-        metrics=storable([_metric(m, full=scope == "phase") for m in verdict.metrics]),
-    )
-    return summary
-
-
-def _metric(metric: analysis.MetricVerdict, *, full: bool) -> dict[str, Any]:
-    """A metric's verdict as the timeline keeps it: whole for a phase, the gist for an interval (a 30-day test
-    records thousands of interval verdicts; their reasons are in the verdict's own reason)."""
-    if full:
-        return metric.model_dump(mode="json")
-    return metric.model_dump(mode="json", include={"name", "outcome", "effect", "p_value"})
-
-
-def storable(value: Any) -> Any:
-    """What DynamoDB can store: a p-value of 1e-300 underflows its numbers (1e-130 and up), inf is no number."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        return 0.0 if abs(value) < 1e-100 else value
-    if isinstance(value, dict):
-        return {k: storable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [storable(v) for v in value]
-    return value
-
-
-def _alarms_in_alarm(services: Services, names: list[str]) -> list[str]:
-    if not names:
-        return []
-    with aws("reading the guard alarms"):
-        response = services.cloudwatch.describe_alarms(
-            AlarmNames=names[:100], StateValue="ALARM", AlarmTypes=["MetricAlarm", "CompositeAlarm"]
-        )
-    tripped = [a["AlarmName"] for a in response.get("MetricAlarms", [])]
-    tripped += [a["AlarmName"] for a in response.get("CompositeAlarms", [])]
-    return [n for n in tripped if n in names]
 
 
 def _end_wait(
@@ -1356,14 +1198,7 @@ def _end_wait(
     mine = services.repo.take_task_token(_plan(state).endpoint_name, WaitPurpose.SHADOW_WATCH)
     if mine is None or mine.token != token:
         if mine is not None:
-            services.repo.put_task_token(
-                mine.endpoint,
-                mine.purpose,
-                mine.token,
-                mine.operation_id,
-                max(1.0, mine.expires_at - services.repo.now()),
-                created_at=mine.created_at,
-            )
+            services.repo.put_back_task_token(mine)
         return state
     with aws("resuming the flow"):
         if failure is not None:
@@ -1374,7 +1209,8 @@ def _end_wait(
 
 
 def phase_end(state: FlowState, services: Services) -> FlowState:
-    """A phase ended (or an operator asked to promote): judge the whole phase, then the next phase or the end."""
+    """A phase ended (or an operator asked to promote, or the judge found a failing verdict): judge the intervals
+    the scheduled judge left, then the whole phase; the next phase, the end, or an early stop."""
     watch_, repo = state.watch, services.repo
     assert watch_ is not None
     resumed = state.resumed or {}
@@ -1383,14 +1219,37 @@ def phase_end(state: FlowState, services: Services) -> FlowState:
     phases = progress["phases"]
     phase = phases[watch_.phase]
     now = repo.now()
+    decision = resumed if resumed.get("decision") else progress.get("decision") or {}
+    promote = decision.get("decision") == "promote"
+    if not promote and not progress.get("failed") and now < float(phase["ends_at"]) - 1:
+        # the phase got longer (PATCH end_time) while it was watched: watch the rest
+        heartbeat = _heartbeat(phase, now)
+        return state.model_copy(
+            update={"watch": watch_.model_copy(update={"heartbeat_seconds": heartbeat}), "next": "watch"}
+        )
+    _unlist(services, state)  # then read: what the judge recorded until now is in it
+    progress = _progress(services, state)
+    with aws("reading the variants' metrics"):
+        judged = shadow_judge.judge_pending(
+            state.operation_id, progress, services.cloudwatch, repo, now, listed=False, budget=CATCH_UP_INTERVALS
+        )
+    if judged.raced:
+        raise Retryable("another writer recorded this phase's intervals meanwhile")
+    if judged.failed:
+        conclusion = Conclusion(
+            decision="discard", status=OperationStatus.FAILED, reason=f"stopped early: {judged.failed}", early=True
+        )
+        return state.model_copy(update={"conclusion": conclusion, "next": "discard"})
+    if judged.left:  # the scheduled judge fell behind: judge the rest first
+        return state.model_copy(update={"next": "phase_end"})
+    if judged.recorded:
+        progress = _progress(services, state)
     percent = current_sampling(progress) or int(phase["sampling_percent"])
-    start, end = float(phase["starts_at"]), min(now, float(phase["ends_at"]))
-    verdict = _judge(state, services, start, end, utilisation=percent == MAX_SAMPLING)
-    summary = _record_verdict(state, services, verdict, "phase", watch_.phase, percent, start, end)
+    summary, verdict = _phase_verdict(state, services, progress, percent, now)
     state = state.model_copy(update={"verdicts": [*state.verdicts, summary]})
     last = watch_.phase == len(phases) - 1
-    if resumed.get("decision") == "promote":
-        return _promote_if_gated(state, services, progress, f"promotion requested by {resumed.get('by')}", verdict)
+    if promote:
+        return _promote_if_gated(state, services, progress, f"promotion requested by {decision.get('by')}", verdict)
     if verdict.result is analysis.Result.FAIL:
         reason = f"phase {watch_.phase + 1} verdict Fail at {percent} % sampling: {verdict.reason}"
         conclusion = Conclusion(decision="discard", status=OperationStatus.FAILED, reason=reason, early=not last)
@@ -1400,6 +1259,54 @@ def phase_end(state: FlowState, services: Services) -> FlowState:
             update={"watch": watch_.model_copy(update={"phase": watch_.phase + 1}), "next": "phase"}
         )
     return _final(state, services, progress, verdict)
+
+
+def _unlist(services: Services, state: FlowState) -> None:
+    """Take the test off the scheduled judge's due list (no record yet: nothing to do)."""
+    services.repo.commit_operation_state(state.operation_id, PROGRESS, expect={}, due=None)
+
+
+def _phase_verdict(
+    state: FlowState, services: Services, progress: dict[str, Any], percent: int, now: float
+) -> tuple[dict[str, Any], analysis.Verdict]:
+    """The whole phase's verdict, recorded once (`phases_judged`): a retried step finds it recorded."""
+    index = _watch(state).phase
+    recorded = progress.get("phase_verdict") or {}
+    if int(progress.get("phases_judged") or 0) > index and recorded.get("phase") == index:
+        return recorded, _verdict_of(recorded)
+    phase = progress["phases"][index]
+    start, end = float(phase["starts_at"]), min(now, float(phase["ends_at"]))
+    subject = Subject.model_validate(progress["subject"])
+    with aws("reading the variants' metrics"):
+        read = shadow_judge.read_of(subject, [(start, end)], utilisation=percent == MAX_SAMPLING)
+        [[verdict]] = shadow_judge.evaluate(services.cloudwatch, [read])
+    summary, note = shadow_judge.verdict_note(verdict, "phase", index, percent, start, end)
+    if not services.repo.commit_operation_state(
+        state.operation_id,
+        PROGRESS,
+        expect={"phases_judged": index},
+        fields={"phases_judged": index + 1, "phase_verdict": summary},
+        notes=[note],
+    ):
+        raise Retryable(f"phase {index + 1}'s verdict was recorded meanwhile")
+    metrics.verdict(KIND, verdict.result.value)
+    return summary, verdict
+
+
+def _verdict_of(summary: dict[str, Any]) -> analysis.Verdict:
+    """A recorded verdict's summary as the decisions read it (result, score, reason)."""
+    return analysis.Verdict(
+        result=analysis.Result(summary.get("result", analysis.Result.PASS.value)),
+        score=summary.get("score"),
+        reason=str(summary.get("reason", "")),
+        metrics=[],
+    )
+
+
+def _watch(state: FlowState) -> Watch:
+    if state.watch is None:
+        raise ShadowTestFailed("the flow lost its watch (state without 'watch'): start a new shadow test")
+    return state.watch
 
 
 def _final(state: FlowState, services: Services, progress: dict[str, Any], verdict: analysis.Verdict) -> FlowState:
@@ -1512,13 +1419,7 @@ def decide(state: FlowState, services: Services) -> FlowState:
     who = decision.get("by") or "an operator"
     if decision.get("decision") == "promote":
         progress = _progress(services, state)
-        last = state.verdicts[-1] if state.verdicts else {}
-        verdict = analysis.Verdict(
-            result=analysis.Result(last.get("result", analysis.Result.PASS.value)),
-            score=last.get("score"),
-            reason=str(last.get("reason", "")),
-            metrics=[],
-        )
+        verdict = _verdict_of(state.verdicts[-1] if state.verdicts else {})
         return _promote_if_gated(state, services, progress, f"approved by {who}", verdict)
     reason = f"discarded by {who}" + (f": {decision['reason']}" if decision.get("reason") else "")
     conclusion = Conclusion(decision="discard", status=OperationStatus.SUCCEEDED, reason=reason)
@@ -1563,6 +1464,7 @@ def discard(state: FlowState, services: Services) -> FlowState:
     """StopInferenceExperiment: shadow Remove, production Retain (Cancelled when the test ends early)."""
     the_plan, res, repo = _plan(state), _resources(state), services.repo
     conclusion = state.conclusion or _conclusion_from_error(state, services)
+    _unlist(services, state)
     described = _describe(services, res.experiment_name)
     status = described["Status"] if described else "Missing"
     if status in ("Creating", "Created", RUNNING):
@@ -1729,6 +1631,7 @@ def finish(state: FlowState, services: Services) -> FlowState:
     }
     if state.resources is not None:
         repo.delete_alarm_watches(state.operation_id, state.resources.alarms)
+        _unlist(services, state)
     if not record.terminal and outcome.status is OperationStatus.FAILED and state.resources is not None:
         result["diagnosis"] = _diagnosis(state, services, record.created_at.timestamp(), outcome.reason)
     if not record.terminal:

@@ -72,7 +72,9 @@ class ShadowTestView(Model):
     stop_request: dict[str, Any] | None
     execution_arn: str | None
     experiment: str | None = Field(description="the SageMaker inference experiment's name")
-    phase: dict[str, Any] | None = Field(description="the current (or last) phase: index, count, sampling, times")
+    phase: dict[str, Any] | None = Field(
+        description="the current (or last) phase: index, count, sampling, times, intervals judged so far"
+    )
     sampling_percent: int | None = Field(description="the shadow's current sampling percentage")
     sampling_history: list[dict[str, Any]] = Field(description="every sampling change: at, percent, by")
     verdicts: list[dict[str, Any]] = Field(description="every verdict, per interval and per phase, oldest first")
@@ -202,6 +204,7 @@ def view(
             "sampling_percent": now_phase["sampling_percent"],
             "starts_at": _iso(now_phase["starts_at"]),
             "ends_at": _iso(now_phase["ends_at"]),
+            "intervals_judged": int((progress or {}).get("judged") or 0),
         }
     history = [{**h, "at": _iso(h["at"])} for h in (progress or {}).get("sampling_history") or []]
     result = record.result or {}

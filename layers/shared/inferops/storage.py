@@ -18,7 +18,8 @@ endpoint lock   ``LOCK#<endpoint>``     ``LOCK``                        -
 task token      ``TOKEN#<endpoint>``    ``<purpose>``                   -
 endpoint state  ``EPSTATE#<endpoint>``  ``endpoint`` | ``deployment``   -
 alarm watch     ``ALARM#<alarm name>``  ``<operation id>``              -
-operation state ``OP#<id>``             ``STATE#<name>``                -
+operation state ``OP#<id>``             ``STATE#<name>``                ``DUE#<name>`` / ``<due>#<id>``
+                                                                        (only while listed as due)
 scale to zero   ``SCALE#<endpoint>``    ``SETTINGS``                    ``SCALING`` / ``<endpoint>``
 wake alarm      ``WAKEALARM#<alarm>``   ``WAKE``                        -
 async result    ``ASYNC#<inference>``   ``RESULT``                      -
@@ -74,11 +75,11 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from types import MappingProxyType
+from types import EllipsisType, MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 import boto3
@@ -111,6 +112,7 @@ __all__ = [
     "Repository",
     "TaskToken",
     "TimelineEntry",
+    "TimelineNote",
     "WaitPurpose",
     "format_timestamp",
 ]
@@ -157,7 +159,8 @@ class WaitPurpose(StrEnum):
     BAKE = "bake"
     APPROVAL = "approval"
     SHADOW_WATCH = "shadow-watch"
-    """A shadow test between two analyses: the heartbeat ends the wait, a guard alarm or an operator fails it."""
+    """A shadow test watching a phase: the heartbeat (the phase's end) ends the wait; a failing verdict (the scheduled
+    judge), a guard alarm or an operator fails it."""
     DELIVERY_STAGE = "delivery-stage"
     """A delivery waits for its stage's deployment or shadow test on this endpoint to end (its Finished event)."""
     DELIVERY_HOLD = "delivery-hold"
@@ -266,6 +269,14 @@ class TaskToken(_Record):
     expires_at: int
 
 
+class TimelineNote(NamedTuple):
+    """A timeline entry to write (`Repository.commit_operation_state` writes them with a working record)."""
+
+    kind: str
+    message: str
+    data: dict[str, Any] | None = None
+
+
 class AlarmWatch(_Record):
     """The flow of `operation_id` watches `alarm_name`: the alarm going into ALARM stops the operation."""
 
@@ -337,6 +348,13 @@ def _string(value: str) -> dict[str, Any]:
 
 def _condition_failed(err: ClientError) -> bool:
     return err.response.get("Error", {}).get("Code") == _CONDITION_FAILED
+
+
+def _transaction_condition_failed(err: ClientError) -> bool:
+    """A TransactWriteItems cancelled because a condition failed (not a conflict with another transaction)."""
+    if err.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return False
+    return any(r.get("Code") == "ConditionalCheckFailed" for r in err.response.get("CancellationReasons", []))
 
 
 def _old_item(err: ClientError) -> dict[str, Any] | None:
@@ -657,15 +675,26 @@ class Repository:
         The same write proves the operation exists and tells us its expiry, so a finished operation's late
         entries expire with it.
         """
+        note = TimelineNote(kind, message, data)
         _serialize({"data": data})  # refuse what DynamoDB cannot store before taking a sequence number
+        [(entry, item)] = self._timeline_items(operation_id, [note])
+        self.client.put_item(TableName=self.table_name, Item=item)
+        return entry
+
+    def _timeline_items(
+        self, operation_id: str, notes: Sequence[TimelineNote]
+    ) -> list[tuple[TimelineEntry, dict[str, Any]]]:
+        """Reserve sequence numbers for `notes` (one atomic ADD on the operation; NotFound when it does not exist)
+        and make their timeline entries and items, not written yet. A reserved number never written is a gap in
+        the sequence, which only orders entries."""
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
                 Key=self._op_key(operation_id),
-                UpdateExpression="ADD #seq :one",
+                UpdateExpression="ADD #seq :n",
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeNames={"#seq": "timeline_seq"},
-                ExpressionAttributeValues={":one": _number(1)},
+                ExpressionAttributeValues={":n": _number(len(notes))},
                 ReturnValues="ALL_NEW",
             )
         except ClientError as err:
@@ -673,30 +702,32 @@ class Repository:
                 raise NotFound(f"operation {operation_id} does not exist", "operation_id") from err
             raise
         operation = _deserialize(response["Attributes"])
-        seq = int(operation["timeline_seq"])
+        last = int(operation["timeline_seq"])
         now = self.now()
         if OperationStatus(operation["status"]).terminal and operation.get("expires_at") is not None:
             expires_at = int(operation["expires_at"])
         else:
             expires_at = math.ceil(now) + TIMELINE_RETENTION_DAYS * _DAY
-        entry = TimelineEntry(
-            operation_id=operation_id,
-            at=_datetime(now),
-            seq=seq,
-            kind=kind,
-            message=message,
-            data=data or {},
-            expires_at=expires_at,
-        )
-        item = _serialize(
-            {
-                "pk": f"OP#{operation_id}",
-                "sk": f"TL#{format_timestamp(entry.at)}#{seq:0{_SEQ_WIDTH}d}",
-                **entry.model_dump(mode="json", exclude_none=True),
-            }
-        )
-        self.client.put_item(TableName=self.table_name, Item=item)
-        return entry
+        made = []
+        for seq, note in enumerate(notes, start=last - len(notes) + 1):
+            entry = TimelineEntry(
+                operation_id=operation_id,
+                at=_datetime(now),
+                seq=seq,
+                kind=note.kind,
+                message=note.message,
+                data=note.data or {},
+                expires_at=expires_at,
+            )
+            item = _serialize(
+                {
+                    "pk": f"OP#{operation_id}",
+                    "sk": f"TL#{format_timestamp(entry.at)}#{seq:0{_SEQ_WIDTH}d}",
+                    **entry.model_dump(mode="json", exclude_none=True),
+                }
+            )
+            made.append((entry, item))
+        return made
 
     def timeline(self, operation_id: str) -> list[TimelineEntry]:
         """All entries of an operation, oldest first (empty when the operation has none or doesn't exist)."""
@@ -1085,13 +1116,7 @@ class Repository:
         NotFound when there is no record.
         """
         _check_key_part(name, "name")
-        names: dict[str, str] = {"#data": "data", "#updated_at": "updated_at"}
-        values: dict[str, Any] = {":updated_at": _string(format_timestamp(_datetime(self.now())))}
-        sets = ["#updated_at = :updated_at"]
-        for n, (key, value) in enumerate((fields or {}).items()):
-            names[f"#f{n}"] = key
-            values[f":f{n}"] = _serialize({"v": value})["v"] if value is not None else {"NULL": True}
-            sets.append(f"#data.#f{n} = :f{n}")
+        names, values, sets = self._state_sets(fields)
         if append:
             values[":empty"] = {"L": []}
         for n, (key, items) in enumerate((append or {}).items()):
@@ -1120,6 +1145,97 @@ class Repository:
                 return False
             raise NotFound(f"operation {operation_id} has no {name} record", "operation_id") from err
         return True
+
+    def commit_operation_state(
+        self,
+        operation_id: str,
+        name: str,
+        *,
+        expect: Mapping[str, Any],
+        fields: Mapping[str, Any] | None = None,
+        notes: Sequence[TimelineNote] = (),
+        due: float | EllipsisType | None = ...,
+        indexed: bool = False,
+    ) -> bool:
+        """Set `fields` of a working record and add the timeline `notes`, all or nothing (one TransactWriteItems),
+        if the `expect`ed fields still hold (a missing field holds None): markers such as "judged through interval
+        n" then let concurrent, repeated or retried writers record each step exactly once.
+
+        `due`: list the record in the index of due records (gsi1 partition ``DUE#<name>``, sorted by that instant,
+        see `due_operation_states`); None takes it off the index; omitted, left as it is. `indexed`: only while it
+        is listed. False when a condition failed (another writer was first, or there is no record): nothing written.
+        """
+        _check_key_part(name, "name")
+        names, values, sets = self._state_sets(fields)
+        conditions = ["attribute_exists(pk)"] + (["attribute_exists(gsi1pk)"] if indexed else [])
+        for n, (key, value) in enumerate(expect.items()):
+            names[f"#e{n}"] = key
+            if value is None:
+                values[":null"] = {"NULL": True}
+                conditions.append(f"(attribute_not_exists(#data.#e{n}) OR #data.#e{n} = :null)")
+            else:
+                values[f":e{n}"] = _serialize({"v": value})["v"]
+                conditions.append(f"#data.#e{n} = :e{n}")
+        expression = "SET " + ", ".join(sets)
+        if due is None:
+            expression += " REMOVE gsi1pk, gsi1sk"
+        elif not isinstance(due, EllipsisType):
+            expression += ", gsi1pk = :gsi1pk, gsi1sk = :gsi1sk"
+            values[":gsi1pk"] = _string(f"DUE#{name}")
+            values[":gsi1sk"] = _string(f"{format_timestamp(_datetime(due))}#{operation_id}")
+        if not fields and not expect:
+            del names["#data"]
+        update: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"pk": _string(f"OP#{operation_id}"), "sk": _string(f"STATE#{name}")},
+            "UpdateExpression": expression,
+            "ConditionExpression": " AND ".join(conditions),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        try:
+            if not notes:
+                self.client.update_item(**update)
+                return True
+            for note in notes:  # refuse what DynamoDB cannot store before taking sequence numbers
+                _serialize({"data": note.data})
+            items: list[Any] = [{"Update": update}]
+            made = self._timeline_items(operation_id, notes)
+            items += [{"Put": {"TableName": self.table_name, "Item": item}} for _, item in made]
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as err:
+            if _condition_failed(err) or _transaction_condition_failed(err):
+                return False
+            raise
+        return True
+
+    def _state_sets(self, fields: Mapping[str, Any] | None) -> tuple[dict[str, str], dict[str, Any], list[str]]:
+        """The names, values and SET clauses that write `fields` of a working record's data and its updated_at."""
+        names: dict[str, str] = {"#data": "data", "#updated_at": "updated_at"}
+        values: dict[str, Any] = {":updated_at": _string(format_timestamp(_datetime(self.now())))}
+        sets = ["#updated_at = :updated_at"]
+        for n, (key, value) in enumerate((fields or {}).items()):
+            names[f"#f{n}"] = key
+            values[f":f{n}"] = _serialize({"v": value})["v"] if value is not None else {"NULL": True}
+            sets.append(f"#data.#f{n} = :f{n}")
+        return names, values, sets
+
+    def due_operation_states(self, name: str, now: float) -> list[tuple[str, dict[str, Any]]]:
+        """The working records named `name` listed as due by `now` (`commit_operation_state`'s `due`), soonest
+        first: (operation id, data). One Query on gsi1 (eventually consistent: act on them with conditions)."""
+        _check_key_part(name, "name")
+        items = self._query(
+            {
+                "TableName": self.table_name,
+                "IndexName": GSI1_NAME,
+                "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk <= :upto",
+                "ExpressionAttributeValues": {
+                    ":pk": _string(f"DUE#{name}"),
+                    ":upto": _string(f"{format_timestamp(_datetime(now))}#~"),
+                },
+            }
+        )
+        return [(str(item["operation_id"]), dict(item["data"])) for item in map(_deserialize, items)]
 
     # --- scale to zero -------------------------------------------------------------------------------
 
