@@ -5,17 +5,16 @@ API Gateway authenticates every call with IAM (SigV4); this function only sees s
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
+import sys
+import threading
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any
 
-import async_routes  # type: ignore[import-not-found]  # functions/api/async_routes.py (Lambda: same folder)
 import boto3
-import delivery_routes  # type: ignore[import-not-found]  # functions/api/delivery_routes.py (same folder)
-import diagnosis_routes  # type: ignore[import-not-found]  # functions/api/diagnosis_routes.py (same folder)
-import scaling_routes  # type: ignore[import-not-found]  # functions/api/scaling_routes.py (same folder)
-import shadow_routes  # type: ignore[import-not-found]  # functions/api/shadow_routes.py (same folder)
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -44,11 +43,44 @@ else:
 
 logger = logs.logger()
 app = APIGatewayRestResolver(enable_validation=True)
-app.include_router(async_routes.router)
-app.include_router(diagnosis_routes.router)
-app.include_router(shadow_routes.router)
-app.include_router(scaling_routes.router)
-app.include_router(delivery_routes.router)
+
+CORE_PATHS = re.compile(r"/(catalog|plans|deployments)(/|$)")
+"""This module's own routes (catalog, plans, deployments): a request for one of them loads no feature."""
+FEATURE_ROUTERS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"/async-results/|/endpoints/[^/]+/async-stats$"), "async_routes"),
+    (re.compile(r"/endpoints/[^/]+/diagnosis$"), "diagnosis_routes"),
+    (re.compile(r"/shadow-tests(/|$)"), "shadow_routes"),
+    (re.compile(r"/endpoints/[^/]+(/(scale-to-zero|wake|park))?$|/reports/cost$"), "scaling_routes"),
+    (re.compile(r"/delivery-policies/|/deliveries(/|$)"), "delivery_routes"),
+)
+"""Each feature's routes module (functions/api/*_routes.py) and the paths it serves. A feature's router is
+included when a request first needs it, so a cold start imports the core routes and at most one feature's
+models and services (tests/perf/bench_imports.py); /openapi.json or a path no pattern knows includes them all.
+tests/unit/test_api.py checks every route of every router against these patterns."""
+_including = threading.Lock()
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def include_routes(path: str | None = None) -> None:
+    """Include the feature routers `path` needs: none for a core path, every one for None or an unknown path."""
+    if path is not None and CORE_PATHS.match(path):
+        return
+    wanted = [name for pattern, name in FEATURE_ROUTERS if path is not None and pattern.match(path)]
+    with _including:
+        missing = [name for name in wanted or [name for _, name in FEATURE_ROUTERS] if name not in globals()]
+        if not missing:
+            return
+        added = _HERE not in sys.path  # Lambda runs from this folder; the twin only imports from it
+        if added:
+            sys.path.insert(0, _HERE)
+        try:
+            for name in missing:
+                module = importlib.import_module(name)  # functions/api/<name>.py
+                app.include_router(module.router)
+                globals()[name] = module
+        finally:
+            if added:
+                sys.path.remove(_HERE)
 
 
 @cache
@@ -160,6 +192,7 @@ def _unexpected(error: Exception) -> Response[dict[str, Any]]:
 @cache
 def openapi_document() -> str:
     """The API's OpenAPI document, generated from its routes (scripts/openapi.py writes the same to docs/)."""
+    include_routes()
     return app.get_openapi_json_schema(
         title="InferOps internal API",
         version="0.1.0",
@@ -291,4 +324,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         }
     _use_refreshed_prices()
     route_kit.IDEMPOTENCY.register_lambda_context(context)
+    include_routes(str(event.get("path") or ""))
     return app.resolve(event, context)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -168,6 +172,56 @@ def test_malformed_requests_name_the_field(api: ModuleType, body: Any, field: st
 def test_unknown_route_is_404(api: ModuleType) -> None:
     status, _ = call(api, "GET", "/nope")
     assert status == 404
+
+
+COLD_START = """
+import json, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+from api_kit import api_request
+from twin.lambdas import load_function
+api = load_function("api")
+features = [name for _, name in api.FEATURE_ROUTERS]
+seen = [[name for name in features if hasattr(api, name)]]
+for path in ("/catalog/instances/ml.g5.xlarge", "/shadow-tests/op-1/nothing-here", "/no-such-thing"):
+    status, body, _ = api_request(api, "GET", path)
+    seen.append([status, body.get("message") if status == 404 else None, [n for n in features if hasattr(api, n)]])
+print(json.dumps(seen))
+"""
+
+
+def test_a_cold_start_loads_the_core_routes_and_only_the_feature_a_request_needs() -> None:
+    """In a fresh interpreter, as in a new Lambda container."""
+    root = Path(__file__).resolve().parents[2]
+    code = COLD_START.format(root=str(root), tests=str(root / "tests" / "unit"))
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "TABLE_NAME": "operations"}
+    env.pop("PRICE_BUCKET", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=True
+    )
+    features = ["async_routes", "diagnosis_routes", "shadow_routes", "scaling_routes", "delivery_routes"]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [
+        [],
+        [200, None, []],
+        [404, "no route GET /shadow-tests/op-1/nothing-here", ["shadow_routes"]],
+        [404, "no route GET /no-such-thing", features],  # an unknown path: every router, then the 404
+    ]
+
+
+def test_every_feature_route_is_found_by_its_own_pattern_only() -> None:
+    """A route added to a routes module but not to FEATURE_ROUTERS would answer 404 on a cold start."""
+    api = load_function("api")
+    api.include_routes()
+    for _, name in api.FEATURE_ROUTERS:
+        rules = {key[0] for key in getattr(api, name).router._routes}
+        assert rules, name
+        for rule in rules:
+            path = re.sub(r"<\w+>", "x-1", rule)
+            found = [other for other_pattern, other in api.FEATURE_ROUTERS if other_pattern.match(path)]
+            assert found == [name] and not api.CORE_PATHS.match(path), (rule, found)
+    own = {route.path for route in [*api.app._static_routes, *api.app._dynamic_routes]} - {
+        key[0] for _, name in api.FEATURE_ROUTERS for key in getattr(api, name).router._routes
+    }
+    assert own and all(api.CORE_PATHS.match(rule) for rule in own - {"/openapi.json"}), own
 
 
 def test_committed_openapi_document_is_current() -> None:

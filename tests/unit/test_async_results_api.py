@@ -28,6 +28,7 @@ def api(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("TABLE_NAME", repo.table_name)
     monkeypatch.setenv("DEPLOYMENT_STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:none")
     module = load_function("api")
+    module.include_routes()
     monkeypatch.setattr(sys.modules["async_routes"], "_repository", lambda: repo)
     batch = json.loads((ROOT / "events" / "async_results" / "mixed_batch.json").read_text())
     processor = AsyncResultsProcessor(repo, emit=lambda _: None)
@@ -118,7 +119,7 @@ def test_an_endpoint_without_results_has_empty_stats(api: Any) -> None:
 
 
 def test_the_routes_are_in_the_openapi_document(api: Any) -> None:
-    paths = json.loads(api.app.get_openapi_json_schema())["paths"]
+    paths = json.loads(api.openapi_document())["paths"]
     assert "/async-results/{inference_id}" in paths and "/endpoints/{name}/async-stats" in paths
     documented = json.loads((ROOT / "docs" / "openapi.json").read_text())["paths"]
     assert "/async-results/{inference_id}" in documented

@@ -38,6 +38,7 @@ def api(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Api:
     monkeypatch.setenv("DEPLOYMENT_STATE_MACHINE_ARN", NO_STATE_MACHINE)
     monkeypatch.setenv("SHADOW_TEST_STATE_MACHINE_ARN", NO_STATE_MACHINE)
     module = load_function("api")
+    module.include_routes()
     monkeypatch.setattr(module.delivery_routes, "_services", delivery.services_from_environment)
     return Api(module, ddb_table)
 

@@ -416,6 +416,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("TABLE_NAME", "inferops-test")
     monkeypatch.setenv("DEPLOYMENT_STATE_MACHINE_ARN", "arn:aws:states:us-east-1:123456789012:stateMachine:none")
     module = load_function("api")
+    module.include_routes()
     monkeypatch.setattr(sys.modules["diagnosis_routes"], "_clients", lambda: clients(FakeAWS()))
     return module
 

@@ -29,6 +29,7 @@ def call(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
     for name in ("DEPLOYMENT", "SHADOW_TEST", "SCALING"):
         monkeypatch.setenv(f"{name}_STATE_MACHINE_ARN", arn)
     api = load_function("api")
+    api.include_routes()
     api.scaling_routes._clients.cache_clear()
 
     def send(method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> tuple[int, Any]:

@@ -105,6 +105,7 @@ def env(ddb_table: Repository, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]
     monkeypatch.setenv("DEPLOYMENT_STATE_MACHINE_ARN", arn)
     monkeypatch.setenv("SHADOW_TEST_STATE_MACHINE_ARN", arn)
     api = load_function("api")
+    api.include_routes()
     routes = api.shadow_routes
     sagemaker = SageMaker(sm)
     steps = StepFunctions(sfn)
